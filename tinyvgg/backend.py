@@ -1,0 +1,114 @@
+"""Where arrays live: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the only module of tinyvgg that imports CuPy. Every other module asks
+the data it receives which library it belongs to, and then uses that library::
+
+    xp = get_array_module(x)     # numpy or cupy, whichever owns x
+    y = xp.maximum(x, 0)         # the same line runs on both
+
+There is no global switch: a model moves with ``model.to("cupy")`` and the
+arrays it then holds decide. CuPy is imported lazily, the first time a CuPy
+array or backend is asked for, so ``import tinyvgg`` never pays for it.
+
+>>> import numpy as np
+>>> get_array_module(np.zeros(3)) is np
+True
+>>> to_device([1.0, 2.0], "numpy")
+array([1., 2.])
+"""
+import sys
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to do."""
+
+
+def _is_cupy_array(x):
+    # cupy.ndarray lives in cupy._core.core; checking the module name avoids
+    # importing CuPy just to answer "no" for a NumPy array.
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    for a in arrays:
+        if _is_cupy_array(a):
+            return sys.modules["cupy"]
+    return np
+
+
+def backend_of(x):
+    """The backend name, ``"numpy"`` or ``"cupy"``, that owns array ``x``."""
+    return "cupy" if _is_cupy_array(x) else "numpy"
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as err:
+        raise BackendUnavailable(
+            'CuPy is not installed: install it with pip install "tinyvgg[gpu]", '
+            "or use --backend numpy to run on the CPU."
+        ) from err
+    except Exception as err:  # a broken wheel can fail with anything at import
+        raise BackendUnavailable(
+            f"CuPy is installed but fails to import ({type(err).__name__}: {err}); "
+            "reinstall the cupy-cudaXXx wheel that matches your CUDA driver, "
+            "or use --backend numpy to run on the CPU."
+        ) from err
+    return cupy
+
+
+def require(name):
+    """Return the array module for backend ``name`` or raise one clear error.
+
+    ``require("numpy")`` always works. ``require("cupy")`` raises
+    :class:`BackendUnavailable` when CuPy is missing, or when it is installed
+    but no CUDA device can run code (no GPU, no driver, a driver too old for
+    the wheel). ``import cupy`` succeeds on such machines, so we count the
+    devices and make one tiny allocation to be sure.
+    """
+    if name == "numpy":
+        return np
+    if name != "cupy":
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")
+    cupy = _import_cupy()
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("the CUDA runtime reports 0 devices")
+        cupy.zeros(1, dtype=cupy.float32).sum().item()
+    except Exception as err:
+        raise BackendUnavailable(
+            "CuPy is installed but no usable CUDA device was found "
+            f"({type(err).__name__}: {err}); use --backend numpy to run on the CPU."
+        ) from err
+    return cupy
+
+
+def to_device(x, backend):
+    """Return ``x`` as an array of ``backend`` ("numpy" or "cupy"), copying only if needed."""
+    if backend == "numpy":
+        return to_host(x)
+    return require(backend).asarray(x)
+
+
+def to_host(x):
+    """Return ``x`` as a NumPy array (copies a CuPy array from the GPU)."""
+    if _is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def synchronize():
+    """Wait until the GPU has finished all queued work (a no-op without CuPy).
+
+    GPU calls return before the work is done, so a timer read without this
+    measures only how fast work was queued.
+    """
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and cupy.is_available():
+        cupy.cuda.get_current_stream().synchronize()

@@ -1,0 +1,319 @@
+"""The layers of VGG, each with a hand-written forward and backward pass.
+
+Every layer has the same small interface::
+
+    out = layer.forward(x, train=False)   # caches what backward needs only if train
+    dx  = layer.backward(dout)            # fills layer.grads, returns dL/dx
+    layer.params, layer.grads             # dicts of arrays with the same keys
+
+``backward`` receives dL/d(out) and returns dL/dx by the chain rule; it never
+modifies ``dout``. Activations are NHWC ``(N, H, W, C)``, conv weights HWIO
+``(KH, KW, C_in, C_out)`` and dense weights ``(in, out)``. Each method asks its
+input which array library to use (``xp``), so the same code runs on NumPy and
+CuPy. The derivations live in the lessons; the gradient checks in
+``tinyvgg.gradcheck`` prove each backward pass right.
+"""
+import numpy as np
+
+from .backend import get_array_module, to_device
+from .im2col import col2im, conv_output_size, im2col, resolve_padding
+from .init import get_initializer
+
+#: Largest im2col buffer (bytes) a convolution builds at once. The batch is
+#: processed in chunks of images that fit; results do not depend on it.
+#: VGG16's first layer at 224x224 needs 116 MB per image in float32.
+IM2COL_MAX_BYTES = 256 * 2**20
+
+
+class Layer:
+    """Base class: no parameters, identity shape. Subclasses override what differs."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.cache = None
+
+    def forward(self, x, train=False):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Per-example output shape for a per-example input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def to(self, backend):
+        """Move parameters and gradients to ``"numpy"`` or ``"cupy"``; returns self."""
+        self.params = {k: to_device(v, backend) for k, v in self.params.items()}
+        self.grads = {k: to_device(v, backend) for k, v in self.grads.items()}
+        self.cache = None
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _check_input(layer, x, ndim, channels, what):
+    if x.ndim != ndim or x.shape[-1] != channels:
+        raise ValueError(
+            f"{type(layer).__name__} expects input of shape {what} with {channels} in the last axis, "
+            f"got {tuple(x.shape)}; check the layer sizes or the image shape."
+        )
+
+
+class Conv2D(Layer):
+    """KxK convolution, stride 1, "same" zero padding: out = im2col(x) @ W + b.
+
+    x: (N, H, W, C_in) -> out: (N, Ho, Wo, C_out); W: (K, K, C_in, C_out); b: (C_out,).
+    The batch is processed in chunks so that the im2col buffer stays under
+    ``IM2COL_MAX_BYTES``. Backward recomputes each chunk's columns from the
+    cached input instead of keeping them: a copy is cheaper than 9x the memory.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, padding="same",
+                 init="he_normal", rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.padding = kernel_size, padding
+        self.pad = resolve_padding(kernel_size, padding)
+        rng = np.random.default_rng() if rng is None else rng
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        self.params = {
+            "W": get_initializer(init)(shape, rng).astype(dtype),
+            "b": np.zeros(out_channels, dtype=dtype),
+        }
+
+    def __repr__(self):
+        K = self.kernel_size
+        return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={K}, padding={self.padding!r})"
+
+    def output_shape(self, input_shape):
+        H, W, _ = input_shape
+        K, p = self.kernel_size, self.pad
+        return conv_output_size(H, K, p), conv_output_size(W, K, p), self.out_channels
+
+    def _chunks(self, x):
+        """Yield slices of the batch whose im2col buffer fits in IM2COL_MAX_BYTES."""
+        N, H, W, C = x.shape
+        Ho, Wo, _ = self.output_shape((H, W, C))
+        bytes_per_image = Ho * Wo * self.kernel_size**2 * C * x.dtype.itemsize
+        step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
+        for start in range(0, N, step):
+            yield slice(start, min(start + step, N))
+
+    def forward(self, x, train=False):
+        _check_input(self, x, 4, self.in_channels, "(N, H, W, C)")
+        xp = get_array_module(x)
+        N = x.shape[0]
+        K, C, F = self.kernel_size, self.in_channels, self.out_channels
+        Ho, Wo, _ = self.output_shape(x.shape[1:])
+        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
+        out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
+        for chunk in self._chunks(x):
+            cols = im2col(x[chunk], K, self.pad)          # (n*Ho*Wo, KH*KW*C)
+            out_2d = out[chunk].reshape(-1, F)             # view: (n, Ho, Wo, F) -> (n*Ho*Wo, F)
+            xp.matmul(cols, W2, out=out_2d)                # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
+        out += self.params["b"]
+        self.cache = x if train else None
+        return out
+
+    def backward(self, dout):
+        x = self.cache
+        xp = get_array_module(dout)
+        K, C, F = self.kernel_size, self.in_channels, self.out_channels
+        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
+        dW2 = xp.zeros_like(W2)
+        dx = xp.empty_like(x)
+        for chunk in self._chunks(x):
+            cols = im2col(x[chunk], K, self.pad)           # (n*Ho*Wo, KH*KW*C)
+            dout_2d = dout[chunk].reshape(-1, F)           # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
+            dW2 += cols.T @ dout_2d                        # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F) -> (KH*KW*C, F)
+            dcols = dout_2d @ W2.T                         # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
+            dx[chunk] = col2im(dcols, x[chunk].shape, K, self.pad)
+        self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
+                      "b": dout.sum(axis=(0, 1, 2))}
+        return dx
+
+
+class MaxPool2D(Layer):
+    """2x2 max-pooling, stride 2: each output is the largest of a 2x2 window.
+
+    x: (N, H, W, C) -> out: (N, H//2, W//2, C). An odd last row or column is
+    dropped (floored), as Keras does. Backward routes each gradient to the
+    position that held the maximum (the first one, on ties) and zero elsewhere.
+    """
+
+    def output_shape(self, input_shape):
+        H, W, C = input_shape
+        return H // 2, W // 2, C
+
+    def forward(self, x, train=False):
+        if x.ndim != 4:
+            raise ValueError(f"MaxPool2D expects input of shape (N, H, W, C), got {tuple(x.shape)}.")
+        N, H, W, C = x.shape
+        Ho, Wo = H // 2, W // 2
+        if Ho == 0 or Wo == 0:
+            raise ValueError(f"MaxPool2D needs at least 2x2 pixels, got {H}x{W}; use a larger input or fewer pooling layers.")
+        windows = x[:, :2 * Ho, :2 * Wo, :].reshape(N, Ho, 2, Wo, 2, C)  # (N, 2Ho, 2Wo, C) -> (N, Ho, 2, Wo, 2, C)
+        out = windows.max(axis=(2, 4))                                   # (N, Ho, Wo, C)
+        if train:
+            # which of the 4 window positions (row-major) held the maximum
+            flat = windows.transpose(0, 1, 3, 5, 2, 4).reshape(N, Ho, Wo, C, 4)  # (N, Ho, Wo, C, 2*2)
+            self.cache = (x.shape, flat.argmax(axis=-1))
+        else:
+            self.cache = None
+        return out
+
+    def backward(self, dout):
+        x_shape, argmax = self.cache
+        xp = get_array_module(dout)
+        N, Ho, Wo, C = dout.shape
+        winner = argmax[..., None] == xp.arange(4)                 # (N, Ho, Wo, C, 4) one-hot
+        dwin = winner * dout[..., None]                            # (N, Ho, Wo, C, 4)
+        dwin = dwin.reshape(N, Ho, Wo, C, 2, 2).transpose(0, 1, 4, 2, 5, 3)  # -> (N, Ho, 2, Wo, 2, C)
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        dx[:, :2 * Ho, :2 * Wo, :] = dwin.reshape(N, 2 * Ho, 2 * Wo, C)  # (N, Ho, 2, Wo, 2, C) -> (N, 2Ho, 2Wo, C)
+        return dx
+
+
+class Dense(Layer):
+    """Fully connected layer: out = x @ W + b.
+
+    x: (N, in) -> out: (N, out); W: (in, out); b: (out,).
+    Backward: dx = dout @ W.T, dW = x.T @ dout, db = sum of dout over the batch.
+    """
+
+    def __init__(self, in_features, out_features, init="he_normal", rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        rng = np.random.default_rng() if rng is None else rng
+        self.params = {
+            "W": get_initializer(init)((in_features, out_features), rng).astype(dtype),
+            "b": np.zeros(out_features, dtype=dtype),
+        }
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features})"
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def forward(self, x, train=False):
+        _check_input(self, x, 2, self.in_features, "(N, in_features)")
+        self.cache = x if train else None
+        return x @ self.params["W"] + self.params["b"]  # (N, in) @ (in, out) -> (N, out)
+
+    def backward(self, dout):
+        x = self.cache
+        self.grads = {"W": x.T @ dout,  # (in, N) @ (N, out) -> (in, out)
+                      "b": dout.sum(axis=0)}
+        return dout @ self.params["W"].T  # (N, out) @ (out, in) -> (N, in)
+
+
+class ReLU(Layer):
+    """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere."""
+
+    def forward(self, x, train=False):
+        xp = get_array_module(x)
+        out = xp.maximum(x, 0)
+        self.cache = out if train else None  # out > 0 exactly where x > 0
+        return out
+
+    def backward(self, dout):
+        return dout * (self.cache > 0)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate``
+    and scale the survivors by 1 / (1 - rate), so evaluation is the identity.
+
+    The mask is drawn from a host-side ``numpy.random.Generator`` (seeded the same
+    way on both backends). Set ``fixed_mask`` to reuse one mask (gradient checks).
+    """
+
+    def __init__(self, rate=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate!r}.")
+        self.rate = rate
+        self.rng = np.random.default_rng() if rng is None else rng
+        self.fixed_mask = None
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
+
+    def forward(self, x, train=False):
+        if not train or self.rate == 0.0:
+            self.cache = None
+            return x
+        xp = get_array_module(x)
+        if self.fixed_mask is not None:
+            mask = self.fixed_mask
+        else:
+            keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate  # drawn on the host
+            mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        self.cache = mask
+        return x * mask
+
+    def backward(self, dout):
+        if self.cache is None:  # rate 0: identity
+            return dout
+        return dout * self.cache
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H*W*C), in NHWC order; backward reshapes back."""
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, train=False):
+        self.cache = x.shape if train else None
+        return x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C)
+
+    def backward(self, dout):
+        return dout.reshape(self.cache)  # (N, H*W*C) -> (N, H, W, C)
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy of softmax(logits) against integer labels.
+
+    loss = mean_n [ logsumexp(z_n) - z_n[y_n] ], computed after subtracting each
+    row's maximum so that exp never overflows. Its gradient is simply
+    d loss / d z = (softmax(z) - onehot(y)) / N.
+
+    logits: (N, K) float; labels: (N,) integers in [0, K). ``forward`` returns a
+    0-d array (no host round trip on a GPU); ``backward()`` returns dL/dlogits.
+    """
+
+    def __init__(self):
+        self.cache = None
+
+    def __repr__(self):
+        return "SoftmaxCrossEntropy()"
+
+    def forward(self, logits, labels):
+        xp = get_array_module(logits)
+        if logits.ndim != 2:
+            raise ValueError(f"logits must have shape (N, num_classes), got {tuple(logits.shape)}.")
+        N, K = logits.shape
+        labels = xp.asarray(labels)
+        if labels.shape != (N,) or labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be {N} integer class indices, got shape {tuple(labels.shape)} "
+                             f"and dtype {labels.dtype}.")
+        if xp is np and N and (labels.min() < 0 or labels.max() >= K):  # on a GPU this check would stall
+            raise ValueError(f"labels must lie in [0, {K}), got values from {labels.min()} to {labels.max()}.")
+        shifted = logits - logits.max(axis=1, keepdims=True)                  # (N, K), max is 0
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+        self.cache = (xp.exp(log_probs), labels)
+        return -log_probs[xp.arange(N), labels].mean()
+
+    def backward(self, dout=1.0):
+        probs, labels = self.cache
+        xp = get_array_module(probs)
+        N = probs.shape[0]
+        dlogits = probs.copy()
+        dlogits[xp.arange(N), labels] -= 1
+        dlogits *= probs.dtype.type(dout / N)
+        return dlogits

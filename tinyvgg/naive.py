@@ -1,0 +1,68 @@
+"""Slow, obviously-correct loop versions of convolution and max-pooling.
+
+They follow the definitions pixel by pixel, with no tricks, so they serve as
+the oracle the fast im2col/matmul kernels are tested against, and as the
+starting point of the convolution lesson (and its timing comparison).
+NumPy only; shapes as in :mod:`tinyvgg.layers` (NHWC, HWIO weights).
+"""
+import numpy as np
+
+
+def conv2d_forward(x, W, b, pad):
+    """out[n, h, w, f] = b[f] + sum_{i, j, c} x_pad[n, h+i, w+j, c] * W[i, j, c, f]."""
+    N, H, Wd, C = x.shape
+    K, _, _, F = W.shape
+    x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    Ho, Wo = H + 2 * pad - K + 1, Wd + 2 * pad - K + 1
+    out = np.zeros((N, Ho, Wo, F), dtype=x.dtype)
+    for n in range(N):
+        for h in range(Ho):
+            for w in range(Wo):
+                for f in range(F):
+                    out[n, h, w, f] = b[f] + np.sum(x_pad[n, h:h + K, w:w + K, :] * W[:, :, :, f])
+    return out
+
+
+def conv2d_backward(x, W, dout, pad):
+    """(dx, dW, db): each output gradient flows back to the input patch and weights that made it."""
+    N, H, Wd, C = x.shape
+    K, _, _, F = W.shape
+    x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dx_pad = np.zeros_like(x_pad)
+    dW = np.zeros_like(W)
+    _, Ho, Wo, _ = dout.shape
+    for n in range(N):
+        for h in range(Ho):
+            for w in range(Wo):
+                for f in range(F):
+                    g = dout[n, h, w, f]
+                    dW[:, :, :, f] += g * x_pad[n, h:h + K, w:w + K, :]
+                    dx_pad[n, h:h + K, w:w + K, :] += g * W[:, :, :, f]
+    dx = dx_pad[:, pad:pad + H, pad:pad + Wd, :]
+    return dx, dW, dout.sum(axis=(0, 1, 2))
+
+
+def maxpool_forward(x):
+    """out[n, h, w, c] = max of the 2x2 window x[n, 2h:2h+2, 2w:2w+2, c] (odd edges dropped)."""
+    N, H, W, C = x.shape
+    out = np.zeros((N, H // 2, W // 2, C), dtype=x.dtype)
+    for n in range(N):
+        for h in range(H // 2):
+            for w in range(W // 2):
+                for c in range(C):
+                    out[n, h, w, c] = x[n, 2 * h:2 * h + 2, 2 * w:2 * w + 2, c].max()
+    return out
+
+
+def maxpool_backward(x, dout):
+    """dx: each dout goes to the first position (row-major) of its window's maximum."""
+    N, H, W, C = x.shape
+    dx = np.zeros_like(x)
+    for n in range(N):
+        for h in range(H // 2):
+            for w in range(W // 2):
+                for c in range(C):
+                    window = x[n, 2 * h:2 * h + 2, 2 * w:2 * w + 2, c]
+                    i, j = np.unravel_index(np.argmax(window), (2, 2))
+                    dx[n, 2 * h + i, 2 * w + j, c] += dout[n, h, w, c]
+    return dx
