@@ -27,19 +27,19 @@ def away_from_zero(rng, shape):
 
 # ---- gradient checks: every input and every parameter, float64, relative error < 1e-6 ----
 
-@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), seeds)
-def test_conv_gradients(N, H, W, C, F, K, seed):
+@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.booleans(), seeds)
+def test_conv_gradients(N, H, W, C, F, K, fast, seed):
     rng = np.random.default_rng(seed)
-    layer = Conv2D(C, F, kernel_size=K, rng=rng, dtype=f64)
+    layer = Conv2D(C, F, kernel_size=K, rng=rng, dtype=f64, fast=fast)
     layer.params["b"] = rng.standard_normal(F)
     errors = check_layer(layer, rng.standard_normal((N, H, W, C)), seed=seed)
     assert set(errors) == {"x", "W", "b"} and max(errors.values()) < 1e-6
 
 
-@given(batch, side, side, channels, seeds)
-def test_maxpool_gradients(N, H, W, C, seed):
+@given(batch, side, side, channels, st.booleans(), seeds)
+def test_maxpool_gradients(N, H, W, C, fast, seed):
     rng = np.random.default_rng(seed)
-    errors = check_layer(MaxPool2D(), distinct_values(rng, (N, H, W, C)), seed=seed)
+    errors = check_layer(MaxPool2D(fast=fast), distinct_values(rng, (N, H, W, C)), seed=seed)
     assert errors["x"] < 1e-6
 
 
@@ -91,10 +91,11 @@ def test_whole_stack_passes_the_random_direction_check(rng):
 
 # ---- fast kernels against the slow loop references ----
 
-@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.sampled_from(["same", "valid"]), seeds)
-def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, seed):
+@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.sampled_from(["same", "valid"]),
+       st.booleans(), seeds)
+def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, fast, seed):
     rng = np.random.default_rng(seed)
-    layer = Conv2D(C, F, kernel_size=K, padding=padding, rng=rng, dtype=f64)
+    layer = Conv2D(C, F, kernel_size=K, padding=padding, rng=rng, dtype=f64, fast=fast)
     if H + 2 * layer.pad < K or W + 2 * layer.pad < K:
         return
     layer.params["b"] = rng.standard_normal(F)
@@ -110,11 +111,11 @@ def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, seed):
     np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-12, atol=1e-12)
 
 
-@given(batch, side, side, channels, st.booleans(), seeds)
-def test_maxpool_matches_naive_loops_including_ties_and_odd_sizes(N, H, W, C, ties, seed):
+@given(batch, side, side, channels, st.booleans(), st.booleans(), seeds)
+def test_maxpool_matches_naive_loops_including_ties_and_odd_sizes(N, H, W, C, ties, fast, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 3, (N, H, W, C)).astype(f64) if ties else rng.standard_normal((N, H, W, C))
-    pool = MaxPool2D()
+    pool = MaxPool2D(fast=fast)
     out = pool.forward(x, train=True)
     assert out.shape == (N, H // 2, W // 2, C)
     np.testing.assert_array_equal(out, naive.maxpool_forward(x))
@@ -160,15 +161,16 @@ def test_evaluation_forward_keeps_no_cache(rng):
         assert layer.cache is None, layer
 
 
-def test_chunked_convolution_equals_unchunked(monkeypatch, rng):
-    layer = Conv2D(3, 5, rng=rng, dtype=f64)
+@pytest.mark.parametrize("fast", [True, False])
+def test_chunked_convolution_equals_unchunked(monkeypatch, rng, fast):
+    layer = Conv2D(3, 5, rng=rng, dtype=f64, fast=fast)
     layer.params["b"] = rng.standard_normal(5)
     x = rng.standard_normal((7, 6, 6, 3))
     dout = rng.standard_normal((7, 6, 6, 5))
     whole = layer.forward(x, train=True), layer.backward(dout), dict(layer.grads)
-    one_image = 6 * 6 * 27 * 8
+    one_image = 6 * 6 * 9 * 5 * 8  # dx's columns are the widest: 9 taps of 5 channels per pixel
     monkeypatch.setattr(layers, "IM2COL_MAX_BYTES", 2 * one_image)  # chunks of 2, 2, 2, 1 images
-    assert [c.stop - c.start for c in layer._chunks(x)] == [2, 2, 2, 1]
+    assert [c.stop - c.start for c in layer._chunks(x, 5)] == [2, 2, 2, 1]
     chunked = layer.forward(x, train=True), layer.backward(dout), dict(layer.grads)
     np.testing.assert_array_equal(chunked[0], whole[0])  # each row's product is the same computation
     np.testing.assert_array_equal(chunked[1], whole[1])

@@ -103,6 +103,17 @@ def to_host(x):
     return np.asarray(x)
 
 
+def sliding_window_view(x, window_shape, axis):
+    """A read-only view of every window of ``x`` (each library's own stride trick).
+
+    ``sliding_window_view(x_pad, (3, 3), axis=(1, 2))`` of an (N, Hp, Wp, C)
+    array has shape (N, Hp-2, Wp-2, C, 3, 3) and copies nothing.
+    """
+    if _is_cupy_array(x):
+        return sys.modules["cupy"].lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
+    return np.lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
+
+
 def synchronize():
     """Wait until the GPU has finished all queued work (a no-op without CuPy).
 

@@ -15,6 +15,7 @@ CuPy. The derivations live in the lessons; the gradient checks in
 """
 import numpy as np
 
+from . import fastconv
 from .backend import get_array_module, to_device
 from .im2col import col2im, conv_output_size, im2col, resolve_padding
 from .init import get_initializer
@@ -43,6 +44,10 @@ class Layer:
         """Per-example output shape for a per-example input shape (no batch axis)."""
         return tuple(input_shape)
 
+    def multiply_adds(self, input_shape):
+        """Multiply-adds of the forward pass for one example (0 for layers without weights)."""
+        return 0
+
     def to(self, backend):
         """Move parameters and gradients to ``"numpy"`` or ``"cupy"``; returns self."""
         self.params = {k: to_device(v, backend) for k, v in self.params.items()}
@@ -69,14 +74,19 @@ class Conv2D(Layer):
     The batch is processed in chunks so that the im2col buffer stays under
     ``IM2COL_MAX_BYTES``. Backward recomputes each chunk's columns from the
     cached input instead of keeping them: a copy is cheaper than 9x the memory.
+
+    ``fast=True`` (the default) runs the same computation through the kernels
+    of :mod:`tinyvgg.fastconv`; ``fast=False`` runs the reference code below,
+    line by line what the lessons teach. Both give the same numbers.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same",
-                 init="he_normal", rng=None, dtype=np.float32):
+                 init="he_normal", rng=None, dtype=np.float32, fast=True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding = kernel_size, padding
         self.pad = resolve_padding(kernel_size, padding)
+        self.fast = fast
         rng = np.random.default_rng() if rng is None else rng
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.params = {
@@ -93,14 +103,18 @@ class Conv2D(Layer):
         K, p = self.kernel_size, self.pad
         return conv_output_size(H, K, p), conv_output_size(W, K, p), self.out_channels
 
-    def _chunks(self, x):
-        """Yield slices of the batch whose im2col buffer fits in IM2COL_MAX_BYTES."""
+    def multiply_adds(self, input_shape):
+        Ho, Wo, F = self.output_shape(input_shape)
+        return Ho * Wo * self.kernel_size**2 * self.in_channels * F
+
+    def _chunks(self, x, channels=None):
+        """Slices of the batch whose im2col buffer, ``channels`` wide per tap, fits in IM2COL_MAX_BYTES."""
         N, H, W, C = x.shape
         Ho, Wo, _ = self.output_shape((H, W, C))
-        bytes_per_image = Ho * Wo * self.kernel_size**2 * C * x.dtype.itemsize
+        rows = max(Ho * Wo, H * W)  # the columns of x, or of dout for dx as a transposed convolution
+        bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
         step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
-        for start in range(0, N, step):
-            yield slice(start, min(start + step, N))
+        return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
     def forward(self, x, train=False):
         _check_input(self, x, 4, self.in_channels, "(N, H, W, C)")
@@ -108,29 +122,38 @@ class Conv2D(Layer):
         N = x.shape[0]
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
         Ho, Wo, _ = self.output_shape(x.shape[1:])
-        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
         out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
+        self.cache = x if train else None
+        if self.fast:
+            return fastconv.conv_forward(x, self.params["W"], self.params["b"], self.pad, self._chunks(x), out)
+        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
         for chunk in self._chunks(x):
             cols = im2col(x[chunk], K, self.pad)          # (n*Ho*Wo, KH*KW*C)
             out_2d = out[chunk].reshape(-1, F)             # view: (n, Ho, Wo, F) -> (n*Ho*Wo, F)
             xp.matmul(cols, W2, out=out_2d)                # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
         out += self.params["b"]
-        self.cache = x if train else None
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
         x = self.cache
         xp = get_array_module(dout)
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
+        if self.fast:
+            chunks = self._chunks(x, max(C, F) if input_grad else C)
+            dx, dW, db = fastconv.conv_backward(x, self.params["W"], dout, self.pad, chunks, input_grad)
+            self.grads = {"W": dW, "b": db}
+            return dx
         W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
         dW2 = xp.zeros_like(W2)
-        dx = xp.empty_like(x)
+        dx = xp.empty_like(x) if input_grad else None
         for chunk in self._chunks(x):
             cols = im2col(x[chunk], K, self.pad)           # (n*Ho*Wo, KH*KW*C)
             dout_2d = dout[chunk].reshape(-1, F)           # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
             dW2 += cols.T @ dout_2d                        # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F) -> (KH*KW*C, F)
-            dcols = dout_2d @ W2.T                         # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
-            dx[chunk] = col2im(dcols, x[chunk].shape, K, self.pad)
+            if input_grad:
+                dcols = dout_2d @ W2.T                     # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
+                dx[chunk] = col2im(dcols, x[chunk].shape, K, self.pad)
         self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
                       "b": dout.sum(axis=(0, 1, 2))}
         return dx
@@ -142,7 +165,12 @@ class MaxPool2D(Layer):
     x: (N, H, W, C) -> out: (N, H//2, W//2, C). An odd last row or column is
     dropped (floored), as Keras does. Backward routes each gradient to the
     position that held the maximum (the first one, on ties) and zero elsewhere.
+    ``fast=True`` uses :mod:`tinyvgg.fastconv` (same results, less memory).
     """
+
+    def __init__(self, fast=True):
+        super().__init__()
+        self.fast = fast
 
     def output_shape(self, input_shape):
         H, W, C = input_shape
@@ -155,6 +183,10 @@ class MaxPool2D(Layer):
         Ho, Wo = H // 2, W // 2
         if Ho == 0 or Wo == 0:
             raise ValueError(f"MaxPool2D needs at least 2x2 pixels, got {H}x{W}; use a larger input or fewer pooling layers.")
+        if self.fast:
+            out = fastconv.maxpool_forward(x)
+            self.cache = (x, out) if train else None  # both are kept by the neighbouring layers anyway
+            return out
         windows = x[:, :2 * Ho, :2 * Wo, :].reshape(N, Ho, 2, Wo, 2, C)  # (N, 2Ho, 2Wo, C) -> (N, Ho, 2, Wo, 2, C)
         out = windows.max(axis=(2, 4))                                   # (N, Ho, Wo, C)
         if train:
@@ -166,6 +198,8 @@ class MaxPool2D(Layer):
         return out
 
     def backward(self, dout):
+        if self.fast:
+            return fastconv.maxpool_backward(*self.cache, dout)
         x_shape, argmax = self.cache
         xp = get_array_module(dout)
         N, Ho, Wo, C = dout.shape
@@ -199,16 +233,20 @@ class Dense(Layer):
     def output_shape(self, input_shape):
         return (self.out_features,)
 
+    def multiply_adds(self, input_shape):
+        return self.in_features * self.out_features
+
     def forward(self, x, train=False):
         _check_input(self, x, 2, self.in_features, "(N, in_features)")
         self.cache = x if train else None
         return x @ self.params["W"] + self.params["b"]  # (N, in) @ (in, out) -> (N, out)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
         x = self.cache
         self.grads = {"W": x.T @ dout,  # (in, N) @ (N, out) -> (in, out)
                       "b": dout.sum(axis=0)}
-        return dout @ self.params["W"].T  # (N, out) @ (out, in) -> (N, in)
+        return dout @ self.params["W"].T if input_grad else None  # (N, out) @ (out, in) -> (N, in)
 
 
 class ReLU(Layer):

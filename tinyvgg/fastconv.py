@@ -1,0 +1,148 @@
+"""Fast kernels for convolution and max-pooling, beside the readable reference.
+
+The layers in :mod:`tinyvgg.layers` compute exactly what the reference code in
+:mod:`tinyvgg.im2col` and the layer classes teach; these functions compute the
+same numbers faster, and the tests hold them to the reference. Each trick is
+here because a benchmark (``benchmarks/``) showed it pays on the CPU:
+
+- **One strided copy for im2col.** A sliding-window *view* of the padded input
+  already has every patch in place; ``im2col`` is then a single copy from that
+  view instead of K*K slice copies.
+- **Padding into a reused buffer.** ``np.pad`` allocates and fills a new array
+  every call; writing the interior of a buffer whose border is already zero
+  skips both (and the page faults of a fresh allocation).
+- **dx as a transposed convolution.** Instead of ``dcols = dout @ W.T`` and
+  K*K slice-adds in ``col2im``, dL/dx is a convolution of the padded ``dout``
+  with the flipped, transposed kernel: one im2col copy and one matmul.
+- **Reused scratch buffers.** Column buffers are the largest temporaries of a
+  step; they live in a few workspaces that grow once and are reused by every
+  layer (layers run one after another, so they never need them at once).
+- **Max-pool as three maximums of strided views**, and a backward pass that
+  finds the winners again from the cached input and output (no argmax array).
+
+Everything goes through ``xp`` and ``backend.sliding_window_view``, so it runs
+on CuPy too (where the memory pool already reuses buffers).
+"""
+import numpy as np
+
+from .backend import get_array_module, sliding_window_view
+
+_scratch = {}
+
+
+def scratch(slot, shape, dtype, xp):
+    """A reusable array of ``shape`` for temporaries; contents are undefined.
+
+    One flat buffer per slot (and dtype) grows to the largest size asked for and
+    is then reused. On CuPy a fresh array is returned: its memory pool reuses
+    device memory already.
+    """
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    key = (slot, np.dtype(dtype).str)
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        buf = _scratch[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def release_scratch():
+    """Free the scratch buffers (they are rebuilt on the next call)."""
+    _scratch.clear()
+
+
+def pad_into(x, pad, slot):
+    """``x`` (n, H, W, C) zero-padded by ``pad`` on both spatial sides, in a scratch buffer."""
+    xp = get_array_module(x)
+    n, H, W, C = x.shape
+    out = scratch(slot, (n, H + 2 * pad, W + 2 * pad, C), x.dtype, xp)
+    if pad:
+        # only the border needs zeros; the interior is overwritten below
+        out[:, :pad], out[:, H + pad:] = 0, 0
+        out[:, pad:H + pad, :pad], out[:, pad:H + pad, W + pad:] = 0, 0
+    out[:, pad:H + pad, pad:W + pad] = x
+    return out
+
+
+def im2col_padded(x_pad, K, slot):
+    """im2col of an already padded input by one strided copy; cols in a scratch buffer.
+
+    x_pad: (n, Hp, Wp, C) -> cols: (n*Ho*Wo, K*K*C) with Ho = Hp - K + 1.
+    """
+    xp = get_array_module(x_pad)
+    n, Hp, Wp, C = x_pad.shape
+    Ho, Wo = Hp - K + 1, Wp - K + 1
+    windows = sliding_window_view(x_pad, (K, K), axis=(1, 2))        # view: (n, Ho, Wo, C, KH, KW)
+    cols = scratch(slot, (n, Ho, Wo, K, K, C), x_pad.dtype, xp)
+    cols[...] = windows.transpose(0, 1, 2, 4, 5, 3)                    # (n, Ho, Wo, KH, KW, C), one copy
+    return cols.reshape(n * Ho * Wo, K * K * C)                        # -> (n*Ho*Wo, KH*KW*C)
+
+
+def conv_forward(x, W, b, pad, chunks, out):
+    """out = conv(x, W) + b into ``out`` (N, Ho, Wo, F), chunk by chunk of the batch."""
+    xp = get_array_module(x)
+    K, _, C, F = W.shape
+    W2 = W.reshape(K * K * C, F)                                       # (KH, KW, C, F) -> (KH*KW*C, F)
+    for chunk in chunks:
+        cols = im2col_padded(pad_into(x[chunk], pad, "pad"), K, "cols")
+        xp.matmul(cols, W2, out=out[chunk].reshape(-1, F))             # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F)
+    out += b
+    return out
+
+
+def conv_backward(x, W, dout, pad, chunks, input_grad=True):
+    """(dx, dW, db) of a stride-1 convolution; dx computed as a transposed convolution
+    (or None without ``input_grad``).
+
+    The gradient reaching x[h, w] is the sum over taps (i, j) of dout[h - i + p, w - j + p] @ W[i, j].T:
+    a convolution of dout, padded by K - 1 - p, with W flipped in both spatial axes and its
+    channel axes swapped.
+    """
+    xp = get_array_module(dout)
+    K, _, C, F = W.shape
+    W2 = W.reshape(K * K * C, F)                                       # (KH, KW, C, F) -> (KH*KW*C, F)
+    W_flipped = xp.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(K * K * F, C)
+    dW2 = xp.zeros_like(W2)
+    dx = xp.empty_like(x) if input_grad else None
+    for chunk in chunks:
+        dout_2d = dout[chunk].reshape(-1, F)                           # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
+        cols = im2col_padded(pad_into(x[chunk], pad, "pad"), K, "cols")
+        dW2 += cols.T @ dout_2d                                        # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F)
+        if not input_grad:
+            continue
+        dcols = im2col_padded(pad_into(dout[chunk], K - 1 - pad, "pad"), K, "cols")  # (n*H*W, KH*KW*F)
+        xp.matmul(dcols, W_flipped, out=dx[chunk].reshape(-1, C))      # (n*H*W, KH*KW*F) @ (KH*KW*F, C)
+    return dx, dW2.reshape(W.shape), dout.sum(axis=(0, 1, 2))
+
+
+def maxpool_forward(x):
+    """2x2 max-pool, stride 2 (odd edges floored) as the maximum of four strided views."""
+    xp = get_array_module(x)
+    N, H, W, C = x.shape
+    Ho, Wo = H // 2, W // 2
+    top, bottom = x[:, 0:2 * Ho:2], x[:, 1:2 * Ho:2]                   # (N, Ho, W, C) views
+    out = xp.maximum(top[:, :, 0:2 * Wo:2], top[:, :, 1:2 * Wo:2])
+    xp.maximum(out, bottom[:, :, 0:2 * Wo:2], out=out)
+    xp.maximum(out, bottom[:, :, 1:2 * Wo:2], out=out)
+    return out
+
+
+def maxpool_backward(x, out, dout):
+    """Route each dout to the first (row-major) window position equal to its maximum.
+
+    The winners are found again by comparing the cached input with the output,
+    which both exist anyway (they are the neighbouring layers' activations).
+    """
+    xp = get_array_module(dout)
+    N, Ho, Wo, C = dout.shape
+    dx = xp.zeros_like(x)
+    taken = xp.zeros(dout.shape, dtype=bool)
+    for i in (0, 1):
+        for j in (0, 1):
+            position = (slice(None), slice(i, 2 * Ho, 2), slice(j, 2 * Wo, 2))
+            wins = x[position] == out                                  # (N, Ho, Wo, C)
+            wins &= ~taken
+            taken |= wins
+            xp.multiply(dout, wins, out=dx[position])
+    return dx
