@@ -75,7 +75,9 @@ def test_flatten_gradients(N, H, C, seed):
 @given(st.integers(1, 6), st.integers(2, 10), seeds)
 def test_softmax_cross_entropy_gradient(N, K, seed):
     rng = np.random.default_rng(seed)
-    logits = 3 * rng.standard_normal((N, K))
+    # unit-scale logits: a saturated softmax (p ~ 1) has gradients near 1e-6, below what
+    # central differences resolve relative to the loss's rounding
+    logits = rng.standard_normal((N, K))
     assert check_loss(SoftmaxCrossEntropy(), logits, rng.integers(0, K, N)) < 1e-6
 
 
@@ -240,3 +242,14 @@ def test_cupy_matches_numpy(cupy, rng):
         np.testing.assert_allclose(backend.to_host(dx_gpu), dx, rtol=1e-10, atol=1e-12)
         for name, g in grads.items():
             np.testing.assert_allclose(backend.to_host(layer.grads[name]), g, rtol=1e-10, atol=1e-12)
+
+
+def test_inplace_relu_reuses_its_input_and_gives_the_same_gradient(rng):
+    x = rng.standard_normal((3, 4))
+    expected = np.maximum(x, 0)
+    layer = ReLU(inplace=True)
+    out = layer.forward(x, train=True)
+    assert out is x
+    np.testing.assert_array_equal(out, expected)
+    dout = rng.standard_normal((3, 4))
+    np.testing.assert_array_equal(layer.backward(dout), dout * (expected > 0))

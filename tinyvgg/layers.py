@@ -182,7 +182,8 @@ class MaxPool2D(Layer):
         N, H, W, C = x.shape
         Ho, Wo = H // 2, W // 2
         if Ho == 0 or Wo == 0:
-            raise ValueError(f"MaxPool2D needs at least 2x2 pixels, got {H}x{W}; use a larger input or fewer pooling layers.")
+            raise ValueError(f"MaxPool2D needs at least 2x2 pixels, got {H}x{W}; "
+                             "use a larger input or fewer pooling layers.")
         if self.fast:
             out = fastconv.maxpool_forward(x)
             self.cache = (x, out) if train else None  # both are kept by the neighbouring layers anyway
@@ -250,11 +251,20 @@ class Dense(Layer):
 
 
 class ReLU(Layer):
-    """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere."""
+    """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere.
+
+    ``inplace=True`` overwrites x with the result instead of allocating a new
+    array: safe after a Conv2D or Dense, whose backward needs their input, not
+    their output (VGG's builder does this; it saves one activation per layer).
+    """
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x, train=False):
         xp = get_array_module(x)
-        out = xp.maximum(x, 0)
+        out = xp.maximum(x, 0, out=x if self.inplace else None)
         self.cache = out if train else None  # out > 0 exactly where x > 0
         return out
 

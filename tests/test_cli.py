@@ -1,0 +1,164 @@
+"""The command-line tools end to end, through real subprocesses."""
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyvgg import checkpoint
+
+TINY = ["--model", "vgg11", "--width", "0.0625", "--fc-units", "16", "--batch-size", "32", "--quiet"]
+
+
+def run(module, *args, cwd=None):
+    return subprocess.run([sys.executable, "-m", f"tinyvgg.{module}", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def assert_clear_error(result, *phrases):
+    """Non-zero exit, no traceback, and a message that names the problem."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    result = run("train", "--data", "shapes:200", "--epochs", "2", "--out", out, *TINY)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_writes_every_file_of_a_run(trained_run):
+    out, result = trained_run
+    for name in ("best.npz", "last.npz", "history.json", "history.csv", "curves.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "best validation accuracy" in result.stdout
+    meta = checkpoint.load(str(out / "last.npz")).meta
+    assert meta["epoch"] == 2 and meta["class_names"][0] == "disk" and len(meta["normalization"]["mean"]) == 3
+
+
+def test_predict_prints_the_top_classes(trained_run, tmp_path):
+    out, _ = trained_run
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    result = run("predict", tmp_path / "red.png", "--checkpoint", out / "best.npz", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(f"{tmp_path / 'red.png'}: ") and line.count(",") == 1
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    result = run("predict", tmp_path / "bad.jpg", "--checkpoint", out / "best.npz")
+    assert_clear_error(result, "cannot read", "bad.jpg")
+
+
+def test_evaluate_prints_accuracy_and_writes_a_confusion_matrix(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run("evaluate", "--checkpoint", out / "best.npz", "--data", "shapes:200",
+                 "--confusion", tmp_path / "cm.png")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("accuracy ") and "disk" in result.stdout
+    assert (tmp_path / "cm.png").stat().st_size > 0
+
+
+def test_resume_continues_the_same_run_bit_for_bit(trained_run, tmp_path):
+    out, _ = trained_run
+    split = tmp_path / "split"
+    assert run("train", "--data", "shapes:200", "--epochs", "1", "--out", split, *TINY).returncode == 0
+    result = run("train", "--resume", split / "last.npz", "--epochs", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    straight = checkpoint.load(str(out / "last.npz"))
+    resumed = checkpoint.load(str(split / "last.npz"))
+    assert resumed.meta["epoch"] == 2
+    for name, p in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[name], p, err_msg=name)
+
+
+def test_a_folder_of_images_trains(tmp_path):
+    for k, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / "data" / f"class{k}").mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (40, 30), tuple(max(0, c - 8 * i) for c in color)).save(
+                tmp_path / "data" / f"class{k}" / f"{i}.png")
+    result = run("train", "--data", tmp_path / "data", "--epochs", "1", "--out", tmp_path / "run", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.load(str(tmp_path / "run" / "best.npz")).meta["class_names"] == ["class0", "class1"]
+
+
+def bad_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "noimages" / "cats").mkdir(parents=True)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["--data", "{tmp}/missing"], ["error:", "missing does not exist"]),
+    (["--data", "{tmp}/empty"], ["error:", "no class sub-folders"]),
+    (["--data", "{tmp}/noimages"], ["error:", "cats has no images"]),
+    (["--image-size", "30"], ["error:", "divisible by 32"]),
+    (["--epochs", "0"], ["error:", "--epochs must be positive"]),
+    (["--optimizer", "rmsprop"], ["invalid choice: 'rmsprop'"]),
+    (["--resume", "{tmp}/nothing.npz"], ["error:", "does not exist"]),
+])
+def test_bad_input_gets_one_clear_sentence(tmp_path, args, phrases):
+    bad_folders(tmp_path)
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = run("train", *args, "--out", tmp_path / "run", *TINY)
+    assert_clear_error(result, *phrases)
+    assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
+
+
+def test_cupy_backend_without_a_gpu_says_so(tmp_path):
+    try:
+        import cupy  # noqa: F401
+        from tinyvgg.backend import BackendUnavailable, require
+        require("cupy")
+        pytest.skip("a GPU is usable here")
+    except ImportError:
+        pass
+    except BackendUnavailable:
+        pass
+    result = run("train", "--backend", "cupy", "--out", tmp_path / "run", *TINY)
+    assert_clear_error(result, "error:", "--backend numpy")
+
+
+def test_truncated_and_foreign_checkpoints_are_refused(trained_run, tmp_path):
+    out, _ = trained_run
+    (tmp_path / "cut.npz").write_bytes((out / "last.npz").read_bytes()[:500])
+    assert_clear_error(run("train", "--resume", tmp_path / "cut.npz", *TINY), "truncated or corrupt")
+    assert_clear_error(run("predict", "x.png", "--checkpoint", tmp_path / "cut.npz"), "truncated or corrupt")
+    checkpoint.save(str(tmp_path / "other.npz"), {"fc1.W": np.zeros((2, 2))},
+                    {"model_config": checkpoint.load(str(out / "best.npz")).meta["model_config"]})
+    assert_clear_error(run("evaluate", "--checkpoint", tmp_path / "other.npz", "--data", "shapes"),
+                       "does not fit this model")
+
+
+def test_an_earlier_run_is_never_damaged(trained_run):
+    out, _ = trained_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run("train", "--data", "shapes:200", "--epochs", "1", "--out", out, *TINY)
+    assert_clear_error(result, "already holds files", "--resume")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvgg.train", "--data", "shapes:400", "--epochs", "50",
+                             "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now in the middle of epoch 2
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: saved" in stderr and "Traceback" not in stderr
+    epoch = checkpoint.load(str(out / "last.npz")).meta["epoch"]
+    result = run("train", "--resume", out / "last.npz", "--epochs", str(epoch + 1), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.load(str(out / "last.npz")).meta["epoch"] == epoch + 1

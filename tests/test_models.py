@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from tinyvgg.gradcheck import check_model
+from tinyvgg.layers import SoftmaxCrossEntropy
+from tinyvgg.models import Sequential, build_model, vgg, vgg11, vgg13, vgg16, vgg19
+
+
+@pytest.mark.parametrize("builder, expected", [
+    (vgg11, 132_863_336), (vgg13, 133_047_848), (vgg16, 138_357_544), (vgg19, 143_667_240)])
+def test_parameter_counts_of_the_paper_configurations(builder, expected):
+    # zeros init: counting needs the shapes, not 138M random draws
+    model = builder(num_classes=1000, input_shape=(224, 224, 3), init="zeros")
+    assert model.num_params() == expected
+
+
+def test_names_shapes_and_width():
+    model = vgg16(num_classes=10, input_shape=(64, 32, 3), width=0.25, fc_units=32)
+    params = model.named_params()
+    assert list(params)[:4] == ["block1_conv1.W", "block1_conv1.b", "block1_conv2.W", "block1_conv2.b"]
+    assert params["block1_conv1.W"].shape == (3, 3, 3, 16)
+    assert params["block5_conv3.W"].shape == (3, 3, 128, 128)
+    assert params["fc1.W"].shape == (2 * 1 * 128, 32)
+    assert params["predictions.W"].shape == (32, 10)
+    out = model.forward(np.zeros((2, 64, 32, 3), np.float32))
+    assert out.shape == (2, 10) and out.dtype == np.float32
+
+
+def test_include_top_false_gives_the_convolutional_base():
+    base = vgg16(input_shape=(64, 64, 3), width=0.125, include_top=False)
+    assert base.names[-1] == "block5_pool"
+    assert base.forward(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 2, 2, 64)
+
+
+def test_same_seed_same_model_and_rebuild_from_config():
+    a = vgg11(num_classes=5, input_shape=(32, 32, 3), width=0.125, fc_units=16, seed=3)
+    b = build_model(a.config, seed=3)
+    for (name, p), q in zip(a.named_params().items(), b.named_params().values()):
+        np.testing.assert_array_equal(p, q, err_msg=name)
+    c = vgg11(num_classes=5, input_shape=(32, 32, 3), width=0.125, fc_units=16, seed=4)
+    assert not np.array_equal(a.named_params()["block1_conv1.W"], c.named_params()["block1_conv1.W"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(30, 32, 3)), "divisible by 32"),
+    (dict(input_shape=(16, 16, 3)), "divisible by 32"),
+    (dict(width=0), "width must be positive"),
+])
+def test_bad_configurations_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        vgg16(**kwargs)
+    with pytest.raises(ValueError, match="unknown model 'vgg15'"):
+        vgg("vgg15")
+
+
+def test_summary_has_every_layer_and_totals():
+    model = vgg16(num_classes=1000, input_shape=(224, 224, 3), init="zeros")
+    text = model.summary()
+    assert "block1_conv1 (Conv2D)" in text and "(None, 224, 224, 64)" in text and "102,764,544" in text
+    assert "Total params: 138,357,544" in text
+    assert "Multiply-adds per example (forward): 15.47G" in text  # the well-known ~15.5 GMACs of VGG16
+    assert "Activation memory" in text
+
+
+def test_load_params_refuses_another_configuration():
+    small = vgg11(num_classes=3, input_shape=(32, 32, 3), width=0.125, fc_units=8)
+    other = vgg11(num_classes=4, input_shape=(32, 32, 3), width=0.125, fc_units=8)
+    with pytest.raises(ValueError, match="predictions.W has shape"):
+        other.load_params(small.named_params())
+    with pytest.raises(ValueError, match="missing"):
+        other.load_params({})
+
+
+def test_a_whole_vgg_passes_the_random_direction_check():
+    rng = np.random.default_rng(0)
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=6, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((2, 32, 32, 3))
+    assert check_model(model, SoftmaxCrossEntropy(), x, np.array([0, 2]), directions=3) < 1e-6
+
+
+def test_sequential_runs_layers_in_order_and_rejects_duplicate_names():
+    from tinyvgg.layers import Dense, ReLU
+    model = Sequential([("a", Dense(2, 2, dtype=np.float64)), ("relu", ReLU())])
+    assert model["relu"] is model.layers[1]
+    with pytest.raises(ValueError, match="unique"):
+        Sequential([("a", ReLU()), ("a", ReLU())])

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from tinyvgg.optim import SGD, Adam, ReduceLROnPlateau, StepLR
+
+
+def params_and_grads():
+    params = {"dense.W": np.array([[1.0, -2.0], [0.5, 3.0]]), "dense.b": np.array([0.5, -0.5])}
+    grads = {"dense.W": np.array([[0.1, 0.2], [-0.3, 0.4]]), "dense.b": np.array([1.0, -1.0])}
+    return params, grads
+
+
+def test_sgd_momentum_follows_the_formula():
+    params, grads = params_and_grads()
+    W0 = params["dense.W"].copy()
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    opt.step(grads)
+    opt.step(grads)
+    v1 = -0.1 * grads["dense.W"]
+    v2 = 0.9 * v1 - 0.1 * grads["dense.W"]
+    np.testing.assert_allclose(params["dense.W"], W0 + v1 + v2, rtol=1e-12)
+
+
+def test_nesterov_looks_ahead():
+    params, grads = params_and_grads()
+    W0 = params["dense.W"].copy()
+    SGD(params, lr=0.1, momentum=0.9, nesterov=True).step(grads)
+    v = -0.1 * grads["dense.W"]
+    np.testing.assert_allclose(params["dense.W"], W0 + 0.9 * v - 0.1 * grads["dense.W"], rtol=1e-12)
+
+
+def test_weight_decay_skips_biases_unless_asked():
+    for decay_biases in (False, True):
+        params, grads = params_and_grads()
+        W0, b0 = params["dense.W"].copy(), params["dense.b"].copy()
+        SGD(params, lr=0.1, momentum=0.0, weight_decay=0.01, decay_biases=decay_biases).step(grads)
+        np.testing.assert_allclose(params["dense.W"], W0 - 0.1 * (grads["dense.W"] + 0.01 * W0), rtol=1e-12)
+        expected_b = b0 - 0.1 * (grads["dense.b"] + (0.01 * b0 if decay_biases else 0))
+        np.testing.assert_allclose(params["dense.b"], expected_b, rtol=1e-12)
+
+
+def test_adam_follows_the_formula():
+    params, grads = params_and_grads()
+    W0 = params["dense.W"].copy()
+    opt = Adam(params, lr=0.01, eps=1e-8)
+    opt.step(grads)
+    g = grads["dense.W"]
+    m_hat, s_hat = g, g * g  # after one step the bias corrections undo the (1 - beta) factors
+    np.testing.assert_allclose(params["dense.W"], W0 - 0.01 * m_hat / (np.sqrt(s_hat) + 1e-8), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda p: SGD(p, lr=0.1, nesterov=True), lambda p: Adam(p, lr=0.1)])
+def test_optimizers_minimize_a_quadratic(make):
+    target = np.array([3.0, -1.0, 2.0])
+    params = {"w": np.zeros((1, 3))}
+    opt = make(params)
+    for _ in range(300):
+        opt.step({"w": params["w"] - target})  # gradient of ||w - target||^2 / 2
+    np.testing.assert_allclose(params["w"][0], target, atol=1e-3)
+
+
+def test_saved_state_continues_exactly():
+    params, grads = params_and_grads()
+    opt = Adam(params, lr=0.01)
+    opt.step(grads)
+    arrays, scalars = opt.state_dict()
+    assert set(arrays) == {"m/dense.W", "m/dense.b", "s/dense.W", "s/dense.b"}
+    copy = {k: v.copy() for k, v in params.items()}
+    restored = Adam(copy, lr=0.5)
+    restored.load_state_dict(arrays, scalars)
+    opt.step(grads)
+    restored.step(grads)
+    for name in params:
+        np.testing.assert_array_equal(copy[name], params[name])
+    with pytest.raises(ValueError, match="no matching"):
+        SGD({"other.W": np.zeros(2)}, lr=0.1).load_state_dict(arrays, scalars)
+
+
+def test_reduce_on_plateau_divides_by_ten_after_patience():
+    params, _ = params_and_grads()
+    opt = SGD(params, lr=0.1)
+    schedule = ReduceLROnPlateau(opt, factor=0.1, patience=2)
+    reduced = [schedule.step(acc) for acc in (0.5, 0.6, 0.6, 0.59, 0.6, 0.7)]
+    assert reduced == [False, False, False, False, True, False]
+    assert opt.lr == pytest.approx(0.01)
+
+
+def test_step_schedule():
+    params, _ = params_and_grads()
+    opt = SGD(params, lr=1.0)
+    schedule = StepLR(opt, step_size=2, gamma=0.5)
+    for _ in range(5):
+        schedule.step()
+    assert opt.lr == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0), dict(lr=0.1, momentum=1.0), dict(lr=0.1, weight_decay=-1)])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SGD({"w": np.zeros(2)}, **kwargs)

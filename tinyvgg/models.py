@@ -1,0 +1,214 @@
+"""Sequential models and the VGG family (Simonyan & Zisserman, 2014).
+
+A VGG network is a stack of 3x3 convolutions (each followed by ReLU), with a
+2x2 max-pool after each of five blocks, and three dense layers on top. The
+configurations differ only in how many convolutions each block has:
+
+    A (vgg11): 1, 1, 2, 2, 2      B (vgg13): 2, 2, 2, 2, 2
+    D (vgg16): 2, 2, 3, 3, 3      E (vgg19): 2, 2, 4, 4, 4
+
+with 64, 128, 256, 512, 512 channels in blocks 1-5. Five pools divide the
+image size by 32, so a 224x224 image reaches the top as 7x7x512 and a 32x32
+one as 1x1x512.
+
+>>> model = vgg16(num_classes=1000, input_shape=(224, 224, 3), init="zeros")  # zeros: fast to build
+>>> model.num_params()
+138357544
+"""
+import numpy as np
+
+from .backend import get_array_module
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+
+VGG_CONFIGS = {
+    "vgg11": (1, 1, 2, 2, 2),
+    "vgg13": (2, 2, 2, 2, 2),
+    "vgg16": (2, 2, 3, 3, 3),
+    "vgg19": (2, 2, 4, 4, 4),
+}
+BLOCK_CHANNELS = (64, 128, 256, 512, 512)
+
+
+class Sequential:
+    """Layers applied one after another; backward runs them in reverse.
+
+    layers: a list of ``(name, layer)`` pairs. Names are stable keys for
+    parameters (``block1_conv1.W``), checkpoints and optimizer state.
+    input_shape: the per-example input shape ``(H, W, C)``, for ``summary()``.
+    config: the keyword arguments that rebuild this model (saved in checkpoints).
+    """
+
+    def __init__(self, layers, input_shape=None, config=None):
+        names = [name for name, _ in layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}.")
+        self.names = names
+        self.layers = [layer for _, layer in layers]
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.config = dict(config or {})
+
+    def __getitem__(self, name):
+        return self.layers[self.names.index(name)]
+
+    def forward(self, x, train=False):
+        """Run every layer; with train=True each caches what its backward needs."""
+        for layer in self.layers:
+            x = layer.forward(x, train=train)
+        return x
+
+    def backward(self, dout, input_grad=True):
+        """Backpropagate dL/d(output) through every layer; fills each layer's grads.
+
+        Returns dL/dx. With ``input_grad=False`` (training, where x is data) the
+        first layer skips computing it and None is returned.
+        """
+        for layer in reversed(self.layers[1:]):
+            dout = layer.backward(dout)
+        first = self.layers[0]
+        if not input_grad and isinstance(first, (Conv2D, Dense)):
+            return first.backward(dout, input_grad=False)
+        return first.backward(dout)
+
+    def named_params(self):
+        """``{"block1_conv1.W": array, ...}`` in layer order; the arrays themselves, not copies."""
+        return {f"{name}.{key}": value for name, layer in zip(self.names, self.layers)
+                for key, value in layer.params.items()}
+
+    def named_grads(self):
+        """The gradients of the last backward pass, keyed like :meth:`named_params`."""
+        return {f"{name}.{key}": layer.grads[key] for name, layer in zip(self.names, self.layers)
+                for key in layer.params}
+
+    def load_params(self, params):
+        """Copy arrays into the parameters, in place; names and shapes must match exactly."""
+        own = self.named_params()
+        missing, unexpected = sorted(set(own) - set(params)), sorted(set(params) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"the parameters do not match this model: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}; was it saved from another model configuration?")
+        for name, value in params.items():
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ValueError(f"parameter {name} has shape {tuple(value.shape)} but this model needs "
+                                 f"{tuple(own[name].shape)}; was it saved from another model configuration?")
+        for name, value in params.items():
+            target = own[name]
+            target[...] = get_array_module(target).asarray(value, dtype=target.dtype)
+
+    def num_params(self):
+        return int(sum(p.size for p in self.named_params().values()))
+
+    def to(self, backend):
+        """Move every parameter to ``"numpy"`` or ``"cupy"``; returns self."""
+        for layer in self.layers:
+            layer.to(backend)
+        return self
+
+    def summary(self, input_shape=None, batch_size=1):
+        """A Keras-style table: name, output shape, parameters, plus activation
+        memory (float32 output of each layer for ``batch_size`` examples) and
+        multiply-adds per example, with totals."""
+        shape = tuple(input_shape or self.input_shape)
+        rows, total_bytes, total_macs = [], 0, 0
+        for name, layer in zip(self.names, self.layers):
+            macs = layer.multiply_adds(shape)
+            shape = layer.output_shape(shape)
+            params = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            nbytes = 4 * batch_size * int(np.prod(shape))
+            total_bytes, total_macs = total_bytes + nbytes, total_macs + macs
+            rows.append((f"{name} ({type(layer).__name__})", str((None,) + tuple(shape)),
+                         f"{params:,}", _human_bytes(nbytes), _human_count(macs)))
+        header = ("Layer (type)", "Output shape", "Params", f"Activations (x{batch_size})", "Mult-adds")
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(5)]
+        fmt = "{:<%d}  {:<%d}  {:>%d}  {:>%d}  {:>%d}" % tuple(widths)
+        rule = "-" * len(fmt.format(*header))
+        lines = [rule, fmt.format(*header), rule] + [fmt.format(*r) for r in rows] + [rule]
+        lines += [f"Total params: {self.num_params():,}",
+                  f"Activation memory (forward outputs, batch {batch_size}, float32): {_human_bytes(total_bytes)}",
+                  f"Multiply-adds per example (forward): {_human_count(total_macs)}", rule]
+        return "\n".join(lines)
+
+
+def _human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _human_count(n):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, fc_units=4096,
+        dropout=0.5, include_top=True, init="he_normal", seed=0, rng=None, dtype=np.float32):
+    """Build a VGG network (configuration A, B, D or E of the paper).
+
+    depth: "vgg11" | "vgg13" | "vgg16" | "vgg19". input_shape: (H, W, C), H and W
+    divisible by 32. width: multiplies every channel count (0.25 gives a
+    network 16x cheaper, for quick CPU runs). fc_units: width of the two hidden
+    dense layers (4096 in the paper). include_top=False stops after the last
+    pool: the convolutional base as a feature extractor. init: the weight
+    initializer's name (He for ReLU stacks). rng: a ``numpy.random.Generator``
+    for the weights and the dropout masks (else one seeded with ``seed``).
+    """
+    if depth not in VGG_CONFIGS:
+        raise ValueError(f"unknown model {depth!r}: choose one of {', '.join(VGG_CONFIGS)}.")
+    H, W, C = input_shape
+    if H % 32 or W % 32 or H < 32 or W < 32:
+        raise ValueError(f"VGG needs an image size divisible by 32 (five 2x2 pools), got {H}x{W}; "
+                         "try 32, 64, 128 or 224.")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}.")
+    config = dict(depth=depth, num_classes=num_classes, input_shape=tuple(input_shape), width=width,
+                  fc_units=fc_units, dropout=dropout, include_top=include_top, init=init)
+    rng = np.random.default_rng(seed) if rng is None else rng
+    layers, channels = [], C
+    for block, (repeats, base) in enumerate(zip(VGG_CONFIGS[depth], BLOCK_CHANNELS), start=1):
+        out_channels = max(1, round(base * width))
+        for i in range(1, repeats + 1):
+            layers.append((f"block{block}_conv{i}", Conv2D(channels, out_channels, 3, init=init, rng=rng, dtype=dtype)))
+            layers.append((f"block{block}_relu{i}", ReLU(inplace=True)))
+            channels = out_channels
+        layers.append((f"block{block}_pool", MaxPool2D()))
+    if include_top:
+        features = (H // 32) * (W // 32) * channels
+        layers += [("flatten", Flatten()),
+                   ("fc1", Dense(features, fc_units, init=init, rng=rng, dtype=dtype)),
+                   ("fc1_relu", ReLU(inplace=True)),
+                   ("fc1_dropout", Dropout(dropout, rng=rng)),
+                   ("fc2", Dense(fc_units, fc_units, init=init, rng=rng, dtype=dtype)),
+                   ("fc2_relu", ReLU(inplace=True)),
+                   ("fc2_dropout", Dropout(dropout, rng=rng)),
+                   # the logits feed softmax, not ReLU: Glorot (Keras' default) suits them
+                   ("predictions", Dense(fc_units, num_classes, init="glorot_uniform", rng=rng, dtype=dtype))]
+    return Sequential(layers, input_shape=input_shape, config=config)
+
+
+def vgg11(**kwargs):
+    """VGG configuration A: 8 convolutions + 3 dense layers."""
+    return vgg("vgg11", **kwargs)
+
+
+def vgg13(**kwargs):
+    """VGG configuration B: 10 convolutions + 3 dense layers."""
+    return vgg("vgg13", **kwargs)
+
+
+def vgg16(**kwargs):
+    """VGG configuration D: 13 convolutions + 3 dense layers (138M parameters at 224x224)."""
+    return vgg("vgg16", **kwargs)
+
+
+def vgg19(**kwargs):
+    """VGG configuration E: 16 convolutions + 3 dense layers."""
+    return vgg("vgg19", **kwargs)
+
+
+def build_model(config, rng=None, seed=0, dtype=np.float32):
+    """Rebuild a model from the ``config`` dict saved with it (e.g. in a checkpoint)."""
+    config = dict(config)
+    config["input_shape"] = tuple(config["input_shape"])
+    return vgg(**config, rng=rng, seed=seed, dtype=dtype)

@@ -1,0 +1,198 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer owns the model's parameter arrays (by name) and updates them in
+place from the gradients of the last backward pass::
+
+    opt = SGD(model.named_params(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    ... model.backward(dout) ...
+    opt.step(model.named_grads())
+
+Its state (momentum buffers, Adam moments) is keyed by the same names, so it
+can be saved with a checkpoint and restored into a freshly built model.
+"""
+import numpy as np
+
+from .backend import backend_of, get_array_module, to_device, to_host
+
+
+class Optimizer:
+    """Shared bookkeeping: parameters by name, learning rate, L2 weight decay.
+
+    weight_decay adds ``weight_decay * w`` to each weight's gradient: the
+    gradient of the L2 penalty ``weight_decay / 2 * ||w||^2``. Biases (1-D
+    parameters) are not decayed unless ``decay_biases`` is set: shrinking a
+    bias towards 0 does not make the function any simpler.
+    """
+
+    slots = ()  # names of the per-parameter state buffers
+
+    def __init__(self, params, lr, weight_decay=0.0, decay_biases=False):
+        if lr <= 0:
+            raise ValueError(f"the learning rate must be positive, got {lr}.")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be zero or positive, got {weight_decay}.")
+        self.params = dict(params)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.decay_biases = decay_biases
+        self.iterations = 0
+        self.state = {slot: {name: get_array_module(p).zeros_like(p) for name, p in self.params.items()}
+                      for slot in self.slots}
+
+    def _decay(self, name):
+        p = self.params[name]
+        return self.weight_decay if (p.ndim > 1 or self.decay_biases) else 0.0
+
+    def step(self, grads):
+        """Update every parameter in place from ``grads`` (keyed like the parameters)."""
+        self.iterations += 1
+        for name, p in self.params.items():
+            g = grads[name]
+            decay = self._decay(name)
+            if decay:
+                g = g + decay * p
+            self._update(name, p, g)
+
+    def _update(self, name, p, g):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Host copies of the state, ``{"velocity/block1_conv1.W": array, ...}``, plus scalars."""
+        arrays = {f"{slot}/{name}": np.array(to_host(v))  # a copy: later steps must not change it
+                  for slot, buffers in self.state.items() for name, v in buffers.items()}
+        return arrays, {"lr": self.lr, "iterations": self.iterations}
+
+    def load_state_dict(self, arrays, scalars):
+        """Restore what :meth:`state_dict` returned; names and shapes must match."""
+        for slot, buffers in self.state.items():
+            for name, buf in buffers.items():
+                key = f"{slot}/{name}"
+                if key not in arrays or tuple(arrays[key].shape) != tuple(buf.shape):
+                    raise ValueError(f"the saved optimizer state has no matching {key}; "
+                                     "was it saved for another model or optimizer?")
+                buffers[name] = to_device(np.array(arrays[key], dtype=buf.dtype), backend_of(buf))  # own copy
+        self.lr = float(scalars["lr"])
+        self.iterations = int(scalars["iterations"])
+
+
+class SGD(Optimizer):
+    """Mini-batch gradient descent with momentum, as in the VGG paper (Caffe's form).
+
+        v <- momentum * v - lr * g          w <- w + v
+        nesterov:  w <- w + momentum * v - lr * g   (look ahead along the new velocity)
+
+    momentum=0 is plain SGD. Scaling ``lr`` later (a schedule) changes the step
+    size from then on and leaves the velocity as it is.
+    """
+
+    slots = ("velocity",)
+
+    def __init__(self, params, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, decay_biases=False):
+        super().__init__(params, lr, weight_decay, decay_biases)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0.")
+        self.momentum, self.nesterov = float(momentum), nesterov
+
+    def _update(self, name, p, g):
+        v = self.state["velocity"][name]
+        v *= self.momentum
+        v -= self.lr * g
+        if self.nesterov:
+            p += self.momentum * v - self.lr * g
+        else:
+            p += v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015): per-parameter step sizes from running moments.
+
+        m <- b1 m + (1 - b1) g         s <- b2 s + (1 - b2) g^2
+        w <- w - lr * m_hat / (sqrt(s_hat) + eps),  m_hat = m / (1 - b1^t), s_hat = s / (1 - b2^t)
+
+    weight_decay here is the classic L2 term added to g (not AdamW's decoupled decay).
+    """
+
+    slots = ("m", "s")
+
+    def __init__(self, params, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, decay_biases=False):
+        super().__init__(params, lr, weight_decay, decay_biases)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def _update(self, name, p, g):
+        m, s = self.state["m"][name], self.state["s"][name]
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        s *= self.beta2
+        s += (1 - self.beta2) * (g * g)
+        t = self.iterations
+        step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)  # bias corrections folded in
+        xp = get_array_module(p)
+        p -= step * m / (xp.sqrt(s) + self.eps)
+
+
+class ReduceLROnPlateau:
+    """Divide the learning rate by 10 (``factor``) when a metric stops improving.
+
+    The VGG paper's schedule: "decreased by a factor of 10 when the validation
+    set accuracy stopped improving". After ``patience`` epochs without an
+    improvement larger than ``min_delta``, lr <- max(lr * factor, min_lr).
+    mode="max" for accuracy, "min" for a loss.
+    """
+
+    def __init__(self, optimizer, factor=0.1, patience=3, mode="max", min_delta=1e-4, min_lr=1e-6):
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}.")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        self.optimizer, self.factor, self.patience = optimizer, factor, patience
+        self.mode, self.min_delta, self.min_lr = mode, min_delta, min_lr
+        self.best, self.bad_epochs = None, 0
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+
+    def step(self, value):
+        """Record this epoch's metric; returns True when the learning rate was reduced."""
+        if self._improved(value):
+            self.best, self.bad_epochs = value, 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience and self.optimizer.lr > self.min_lr:
+            self.optimizer.lr = max(self.optimizer.lr * self.factor, self.min_lr)
+            self.bad_epochs = 0
+            return True
+        return False
+
+    def state_dict(self):
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+
+
+class StepLR:
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"step_size must be at least 1 epoch, got {step_size}.")
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.epochs = 0
+
+    def step(self, value=None):
+        """Count one finished epoch; returns True when the learning rate was reduced."""
+        self.epochs += 1
+        if self.epochs % self.step_size == 0:
+            self.optimizer.lr *= self.gamma
+            return True
+        return False
+
+    def state_dict(self):
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state):
+        self.epochs = state["epochs"]
