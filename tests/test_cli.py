@@ -1,4 +1,5 @@
 """The command-line tools end to end, through real subprocesses."""
+import os
 import signal
 import subprocess
 import sys
@@ -111,18 +112,49 @@ def test_bad_input_gets_one_clear_sentence(tmp_path, args, phrases):
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
 
 
-def test_cupy_backend_without_a_gpu_says_so(tmp_path):
+def cupy_state():
+    """"missing", "no device" or "usable": what --backend cupy meets on this machine."""
     try:
         import cupy  # noqa: F401
-        from tinyvgg.backend import BackendUnavailable, require
-        require("cupy")
-        pytest.skip("a GPU is usable here")
     except ImportError:
-        pass
+        return "missing"
+    from tinyvgg.backend import BackendUnavailable, require
+    try:
+        require("cupy")
     except BackendUnavailable:
-        pass
+        return "no device"
+    return "usable"
+
+
+def test_backend_cupy_when_cupy_is_not_installed(tmp_path):
+    # a package named cupy that fails to import hides any real one, as on a machine without it
+    (tmp_path / "hide" / "cupy").mkdir(parents=True)
+    (tmp_path / "hide" / "cupy" / "__init__.py").write_text("raise ImportError('hidden by the test')")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.train", "--backend", "cupy", "--out", str(tmp_path / "r"),
+                             *TINY], capture_output=True, text=True, env=env, timeout=120)
+    assert_clear_error(result, 'CuPy is not installed: install it with pip install "tinyvgg[gpu]"')
+    doctor = subprocess.run([sys.executable, "-m", "tinyvgg.doctor"], capture_output=True, text=True, env=env)
+    assert doctor.returncode == 0 and "CuPy is not installed" in doctor.stdout
+
+
+@pytest.mark.skipif(cupy_state() != "no device", reason="needs CuPy installed on a machine without a usable GPU")
+def test_backend_cupy_when_cupy_is_installed_but_there_is_no_gpu(tmp_path):
     result = run("train", "--backend", "cupy", "--out", tmp_path / "run", *TINY)
-    assert_clear_error(result, "error:", "--backend numpy")
+    assert_clear_error(result, "CuPy is installed but no usable CUDA device was found", "--backend numpy")
+    assert not (tmp_path / "run").exists()
+    # and the CPU still works in the very same environment
+    assert run("train", "--data", "shapes:100", "--epochs", "1", "--out", tmp_path / "cpu", *TINY).returncode == 0
+
+
+def test_doctor_reports_and_exits_0_without_a_gpu():
+    result = run("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "NumPy" in result.stdout and "BLAS" in result.stdout
+    if cupy_state() != "usable":
+        assert "no usable GPU here" in result.stdout and "--backend numpy" in result.stdout
+    else:
+        assert "parity" in result.stdout
 
 
 def test_truncated_and_foreign_checkpoints_are_refused(trained_run, tmp_path):

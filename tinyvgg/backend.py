@@ -89,11 +89,27 @@ def require(name):
     return cupy
 
 
-def to_device(x, backend):
-    """Return ``x`` as an array of ``backend`` ("numpy" or "cupy"), copying only if needed."""
+def to_device(x, backend, pinned=False):
+    """Return ``x`` as an array of ``backend`` ("numpy" or "cupy"), copying only if needed.
+
+    ``pinned=True`` stages a NumPy array through page-locked host memory on its
+    way to the GPU: the copy then runs at full bus speed (CuPy's pinned memory
+    pool reuses the staging buffers). It changes nothing for "numpy".
+    """
     if backend == "numpy":
         return to_host(x)
-    return require(backend).asarray(x)
+    cupy = require(backend)
+    if pinned and isinstance(x, np.ndarray):
+        import cupyx
+        staging = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+        staging[...] = x
+        x = staging
+    return cupy.asarray(x)
+
+
+def set_gpu_memory_limit(gigabytes):
+    """Cap CuPy's memory pool (GiB); an allocation beyond it raises OutOfMemoryError."""
+    require("cupy").get_default_memory_pool().set_limit(size=int(gigabytes * 2**30))
 
 
 def to_host(x):

@@ -418,7 +418,8 @@ class BatchLoader:
         if flips is not None:
             augment_batch(x, flips, offsets)
         y = self.dataset.labels[indices]
-        return to_device(x, self.backend), to_device(y, self.backend)
+        # one copy per batch to the device, through pinned memory on a GPU
+        return to_device(x, self.backend, pinned=True), to_device(y, self.backend, pinned=True)
 
     def _plan(self):
         """The epoch's batches: (indices, flips, offsets) each, all random draws done here."""

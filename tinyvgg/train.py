@@ -30,7 +30,10 @@ DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyvgg.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy", help="where to compute")
+    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
+                   help="where to compute (run python -m tinyvgg.doctor to see what this machine has)")
+    p.add_argument("--gpu-memory-limit", type=float, metavar="GB",
+                   help="cap CuPy's memory pool, e.g. to share a GPU (--backend cupy only)")
     p.add_argument("--data", default="shapes",
                    help='"shapes[:N]" (built in), "cifar10:PATH", or a folder with one sub-folder per class')
     p.add_argument("--val-data", help="a validation folder (default: a seeded 10%% of --data)")
@@ -113,6 +116,10 @@ def main(argv=None):
             setattr(args, name, resumed.meta["args"][name])
     check_args(args)
     backend.require(args.backend)
+    if args.gpu_memory_limit is not None:
+        if args.backend != "cupy" or args.gpu_memory_limit <= 0:
+            raise cli.UsageError("--gpu-memory-limit takes a positive number of GB and needs --backend cupy.")
+        backend.set_gpu_memory_limit(args.gpu_memory_limit)
     out = prepare_run_folder(args)
     progress = not args.quiet
 
