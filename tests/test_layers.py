@@ -252,4 +252,7 @@ def test_inplace_relu_reuses_its_input_and_gives_the_same_gradient(rng):
     assert out is x
     np.testing.assert_array_equal(out, expected)
     dout = rng.standard_normal((3, 4))
-    np.testing.assert_array_equal(layer.backward(dout), dout * (expected > 0))
+    expected_dx = dout * (expected > 0)
+    dx = layer.backward(dout)
+    assert dx is dout  # the documented exception: an in-place ReLU reuses dout's buffer
+    np.testing.assert_array_equal(dx, expected_dx)

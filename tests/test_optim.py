@@ -10,7 +10,9 @@ def params_and_grads():
     return params, grads
 
 
-def test_sgd_momentum_follows_the_formula():
+@pytest.mark.parametrize("block", [2**18, 3])  # 3: updates cross block boundaries
+def test_sgd_momentum_follows_the_formula(monkeypatch, block):
+    monkeypatch.setattr(SGD, "BLOCK", block)
     params, grads = params_and_grads()
     W0 = params["dense.W"].copy()
     opt = SGD(params, lr=0.1, momentum=0.9)
@@ -21,10 +23,11 @@ def test_sgd_momentum_follows_the_formula():
     np.testing.assert_allclose(params["dense.W"], W0 + v1 + v2, rtol=1e-12)
 
 
-def test_nesterov_looks_ahead():
+def test_nesterov_looks_ahead_and_grads_are_left_alone():
     params, grads = params_and_grads()
-    W0 = params["dense.W"].copy()
+    W0, g0 = params["dense.W"].copy(), grads["dense.W"].copy()
     SGD(params, lr=0.1, momentum=0.9, nesterov=True).step(grads)
+    np.testing.assert_array_equal(grads["dense.W"], g0)
     v = -0.1 * grads["dense.W"]
     np.testing.assert_allclose(params["dense.W"], W0 + 0.9 * v - 0.1 * grads["dense.W"], rtol=1e-12)
 
@@ -39,7 +42,9 @@ def test_weight_decay_skips_biases_unless_asked():
         np.testing.assert_allclose(params["dense.b"], expected_b, rtol=1e-12)
 
 
-def test_adam_follows_the_formula():
+@pytest.mark.parametrize("block", [2**18, 3])
+def test_adam_follows_the_formula(monkeypatch, block):
+    monkeypatch.setattr(Adam, "BLOCK", block)
     params, grads = params_and_grads()
     W0 = params["dense.W"].copy()
     opt = Adam(params, lr=0.01, eps=1e-8)

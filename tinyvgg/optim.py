@@ -43,17 +43,38 @@ class Optimizer:
         p = self.params[name]
         return self.weight_decay if (p.ndim > 1 or self.decay_biases) else 0.0
 
+    #: Parameters are updated in flat blocks of this many elements, with two small
+    #: scratch arrays: formulas like ``v -= lr * (g + wd * p)`` then need no
+    #: temporaries the size of the parameter (VGG16's fc1 alone is 411 MB).
+    BLOCK = 2**18
+
     def step(self, grads):
         """Update every parameter in place from ``grads`` (keyed like the parameters)."""
         self.iterations += 1
         for name, p in self.params.items():
             g = grads[name]
-            decay = self._decay(name)
-            if decay:
-                g = g + decay * p
-            self._update(name, p, g)
+            if g.shape != p.shape:
+                raise ValueError(f"gradient {name} has shape {g.shape}, its parameter {p.shape}.")
+            xp = get_array_module(p)
+            n = min(p.size, self.BLOCK)
+            scratch = xp.empty(n, dtype=p.dtype), xp.empty(n, dtype=p.dtype)
+            state = [self.state[slot][name].reshape(-1) for slot in self.slots]
+            flat_p, flat_g = p.reshape(-1), g.reshape(-1)  # views: p, g and the state are contiguous
+            for start in range(0, p.size, self.BLOCK):
+                part = slice(start, start + self.BLOCK)
+                pb, gb = flat_p[part], flat_g[part]
+                tmp, tmp2 = (s[:pb.size] for s in scratch)
+                decay = self._decay(name)
+                if decay:  # tmp = g + decay * p, the gradient of loss + decay/2 ||w||^2
+                    xp.multiply(pb, decay, out=tmp)
+                    tmp += gb
+                else:
+                    tmp[...] = gb
+                self._update(pb, tmp, [s[part] for s in state], tmp2)
 
-    def _update(self, name, p, g):
+    def _update(self, p, g, state, tmp):
+        """Update the block ``p`` in place from its gradient block ``g`` (which may be
+        overwritten), its state blocks, and a scratch block ``tmp``."""
         raise NotImplementedError
 
     def state_dict(self):
@@ -95,12 +116,16 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0.")
         self.momentum, self.nesterov = float(momentum), nesterov
 
-    def _update(self, name, p, g):
-        v = self.state["velocity"][name]
+    def _update(self, p, g, state, tmp):
+        (v,) = state
+        xp = get_array_module(p)
+        g *= self.lr                      # g <- lr * g
         v *= self.momentum
-        v -= self.lr * g
+        v -= g                            # v <- momentum * v - lr * g
         if self.nesterov:
-            p += self.momentum * v - self.lr * g
+            xp.multiply(v, self.momentum, out=tmp)
+            tmp -= g
+            p += tmp                      # p <- p + momentum * v - lr * g
         else:
             p += v
 
@@ -120,16 +145,23 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay, decay_biases)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def _update(self, name, p, g):
-        m, s = self.state["m"][name], self.state["s"][name]
+    def _update(self, p, g, state, tmp):
+        m, s = state
+        xp = get_array_module(p)
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        xp.multiply(g, 1 - self.beta1, out=tmp)
+        m += tmp                          # m <- b1 m + (1 - b1) g
         s *= self.beta2
-        s += (1 - self.beta2) * (g * g)
+        g *= g
+        g *= 1 - self.beta2
+        s += g                            # s <- b2 s + (1 - b2) g^2
         t = self.iterations
         step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)  # bias corrections folded in
-        xp = get_array_module(p)
-        p -= step * m / (xp.sqrt(s) + self.eps)
+        xp.sqrt(s, out=tmp)
+        tmp += self.eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= step
+        p -= tmp                          # p <- p - lr_t * m / (sqrt(s) + eps)
 
 
 class ReduceLROnPlateau:
