@@ -202,7 +202,7 @@ class ImageFolder:
         self.files, self.labels = self._scan(files, labels, progress)
 
     def _scan(self, files, labels, progress):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         keep_files, keep_labels = [], []
         sums, squares = np.zeros(3), np.zeros(3)
         for path, label in tqdm(list(zip(files, labels)), desc=f"reading {self.root}", unit="img",

@@ -20,7 +20,7 @@ import os
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import checkpoint
 from .backend import backend_of, to_host
