@@ -194,3 +194,26 @@ def test_ctrl_c_saves_the_state_and_resume_continues(tmp_path):
     result = run("train", "--resume", out / "last.npz", "--epochs", str(epoch + 1), "--quiet")
     assert result.returncode == 0, result.stderr
     assert checkpoint.load(str(out / "last.npz")).meta["epoch"] == epoch + 1
+
+
+def test_finetune_keeps_frozen_layers_and_trains_a_new_head(trained_run, tmp_path):
+    out, _ = trained_run
+    for k, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(10):
+            shade = tuple(max(0, c - 9 * i) for c in color)
+            Image.new("RGB", (32, 32), shade).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    result = run("train", "--finetune", out / "best.npz", "--freeze-until", "block2_pool", "--data", tmp_path / "data",
+                 "--epochs", "2", "--out", tmp_path / "ft", "--batch-size", "8", "--lr", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "fine-tuning from" in result.stdout and "new layers ['predictions']" in result.stdout
+    source = checkpoint.load(str(out / "best.npz")).params
+    tuned = checkpoint.load(str(tmp_path / "ft" / "last.npz")).params
+    assert tuned["predictions.W"].shape[1] == 2
+    np.testing.assert_array_equal(tuned["block1_conv1.W"], source["block1_conv1.W"])   # frozen
+    np.testing.assert_array_equal(tuned["block2_conv1.W"], source["block2_conv1.W"])   # frozen
+    assert not np.array_equal(tuned["block3_conv1.W"], source["block3_conv1.W"])       # trained
+    assert_clear_error(run("train", "--freeze-until", "block2_pool", "--out", tmp_path / "x", *TINY),
+                       "--freeze-until needs --finetune")
+    assert_clear_error(run("train", "--finetune", out / "best.npz", "--freeze-until", "block9", "--data",
+                           tmp_path / "data", "--out", tmp_path / "y", "--quiet"), "no layer named 'block9'")

@@ -31,9 +31,11 @@ def resolve_padding(kernel_size, padding="same"):
     >>> resolve_padding(3), resolve_padding(7, "valid"), resolve_padding(3, 2)
     (1, 0, 2)
     """
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd positive integer (1, 3, 5, 7, ...), got {kernel_size!r}.")
+    if not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}.")
     if padding == "same":
+        if kernel_size % 2 == 0:
+            raise ValueError(f"'same' padding needs an odd kernel_size (1, 3, 5, 7, ...), got {kernel_size}.")
         return kernel_size // 2
     if padding == "valid":
         return 0

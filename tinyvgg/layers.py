@@ -33,6 +33,7 @@ class Layer:
         self.params = {}
         self.grads = {}
         self.cache = None
+        self.trainable = True  # False: the optimizer leaves the parameters alone (fine-tuning)
 
     def forward(self, x, train=False):
         raise NotImplementedError

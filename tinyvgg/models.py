@@ -69,15 +69,19 @@ class Sequential:
             return first.backward(dout, input_grad=False)
         return first.backward(dout)
 
-    def named_params(self):
-        """``{"block1_conv1.W": array, ...}`` in layer order; the arrays themselves, not copies."""
-        return {f"{name}.{key}": value for name, layer in zip(self.names, self.layers)
-                for key, value in layer.params.items()}
+    def named_params(self, trainable_only=False):
+        """``{"block1_conv1.W": array, ...}`` in layer order; the arrays themselves, not copies.
 
-    def named_grads(self):
+        ``trainable_only`` leaves out frozen layers (``layer.trainable = False``):
+        what an optimizer should be given.
+        """
+        return {f"{name}.{key}": value for name, layer in zip(self.names, self.layers)
+                if layer.trainable or not trainable_only for key, value in layer.params.items()}
+
+    def named_grads(self, trainable_only=False):
         """The gradients of the last backward pass, keyed like :meth:`named_params`."""
         return {f"{name}.{key}": layer.grads[key] for name, layer in zip(self.names, self.layers)
-                for key in layer.params}
+                if layer.trainable or not trainable_only for key in layer.params}
 
     def load_params(self, params):
         """Copy arrays into the parameters, in place; names and shapes must match exactly."""

@@ -57,13 +57,17 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this last.npz")
+    p.add_argument("--finetune", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (a new head where the classes differ)")
+    p.add_argument("--freeze-until", metavar="LAYER",
+                   help="with --finetune: do not train this layer and those before it (e.g. block5_pool)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return p.parse_args(argv)
 
 
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
 RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_size", "optimizer", "lr",
-            "momentum", "weight_decay", "dropout", "patience", "lr_patience", "augment", "seed")
+            "momentum", "weight_decay", "dropout", "patience", "lr_patience", "augment", "seed", "freeze_until")
 
 
 def check_args(args):
@@ -105,6 +109,30 @@ def make_optimizer(args, params):
     return SGD(params, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
+def apply_freeze(model, args):
+    """Freeze the layers up to --freeze-until (also when a fine-tuning run is resumed)."""
+    from .transfer import freeze_until
+    if not args.freeze_until:
+        return []
+    try:
+        return freeze_until(model, args.freeze_until)
+    except ValueError as err:
+        raise cli.UsageError(f"--freeze-until: {err}") from None
+
+
+def start_from(model, source, args):
+    """Fine-tuning: copy the matching weights of ``source`` and freeze up to ``--freeze-until``."""
+    from .transfer import transfer_params
+    copied = transfer_params(source.params, model)
+    if not copied:
+        raise checkpoint.CheckpointError(f"{args.finetune} shares no layer with this model.")
+    fresh = sorted({n.split(".")[0] for n in model.named_params()} - {n.split(".")[0] for n in copied})
+    frozen = apply_freeze(model, args)
+    if not args.quiet:
+        print(f"fine-tuning from {args.finetune}: {len(copied)} weights copied, new layers {fresh or 'none'}, "
+              f"{len(frozen)} layers frozen")
+
+
 def main(argv=None):
     args = parse_args(argv)
     resumed = None
@@ -114,6 +142,15 @@ def main(argv=None):
             raise cli.UsageError(f"{args.resume} holds weights but no training state; --resume needs a last.npz.")
         for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
             setattr(args, name, resumed.meta["args"][name])
+    source = None
+    if args.finetune:
+        if args.resume:
+            raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
+        source = checkpoint.load(args.finetune)
+        config = source.meta.get("model_config") or {}
+        args.model, args.width, args.fc_units = config["depth"], config["width"], config["fc_units"]
+    elif args.freeze_until:
+        raise cli.UsageError("--freeze-until needs --finetune CHECKPOINT (the weights to keep).")
     check_args(args)
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
@@ -129,6 +166,8 @@ def main(argv=None):
             raise checkpoint.CheckpointError(f"{args.resume} was trained on classes {resumed.meta['class_names']}, "
                                              f"but --data {args.data} has {train_set.class_names}.")
         mean, std = (np.asarray(resumed.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+    elif source is not None and "normalization" in source.meta:  # the features expect their own inputs
+        mean, std = (np.asarray(source.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
     else:
         mean, std = train_set.channel_stats()
     os.makedirs(out, exist_ok=True)  # only now: bad data leaves no empty run folder behind
@@ -137,8 +176,13 @@ def main(argv=None):
     config = dict(depth=args.model, num_classes=len(train_set.class_names),
                   input_shape=(args.image_size, args.image_size, 3), width=args.width, fc_units=args.fc_units,
                   dropout=args.dropout, include_top=True, init="he_normal")
-    model = build_model(config, rng=rng).to(args.backend)
-    optimizer = make_optimizer(args, model.named_params())
+    model = build_model(config, rng=rng)
+    if source is not None:
+        start_from(model, source, args)
+    elif resumed is not None:
+        apply_freeze(model, args)
+    model.to(args.backend)
+    optimizer = make_optimizer(args, model.named_params(trainable_only=True))
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience)
     meta = {"args": {k: getattr(args, k) for k in RUN_ARGS}, "class_names": list(train_set.class_names),
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}}

@@ -80,7 +80,7 @@ class Trainer:
         logits = self.model.forward(x, train=True)
         loss = self.loss_fn.forward(logits, y)
         self.model.backward(self.loss_fn.backward(), input_grad=False)  # dL/d(images) is not needed
-        self.optimizer.step(self.model.named_grads())
+        self.optimizer.step(self.model.named_grads(trainable_only=True))  # frozen layers: no update
         return loss, (logits.argmax(axis=1) == y).sum()
 
     def train_epoch(self, loader, epochs):
