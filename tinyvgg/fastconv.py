@@ -27,6 +27,10 @@ import numpy as np
 
 from .backend import get_array_module, sliding_window_view
 
+#: The layers run these kernels unless built with fast=False. The student version of the
+#: assignments (python -m tinyvgg.assignments make) switches them off: see the STUDENT comment.
+ENABLED = True  # STUDENT: ENABLED = False
+
 _scratch = {}
 
 
@@ -73,14 +77,19 @@ def im2col_padded(x_pad, K, slot):
     xp = get_array_module(x_pad)
     n, Hp, Wp, C = x_pad.shape
     Ho, Wo = Hp - K + 1, Wp - K + 1
+    # [part im2col] hint: one copy from a sliding-window view of x_pad into a scratch buffer (n, Ho, Wo, K, K, C)
+    ### BEGIN SOLUTION
     windows = sliding_window_view(x_pad, (K, K), axis=(1, 2))        # view: (n, Ho, Wo, C, KH, KW)
     cols = scratch(slot, (n, Ho, Wo, K, K, C), x_pad.dtype, xp)
     cols[...] = windows.transpose(0, 1, 2, 4, 5, 3)                    # (n, Ho, Wo, KH, KW, C), one copy
     return cols.reshape(n * Ho * Wo, K * K * C)                        # -> (n*Ho*Wo, KH*KW*C)
+    ### END SOLUTION
 
 
 def conv_forward(x, W, b, pad, chunks, out):
     """out = conv(x, W) + b into ``out`` (N, Ho, Wo, F), chunk by chunk of the batch."""
+    # [part conv] hint: as the reference forward, with pad_into and im2col_padded
+    ### BEGIN SOLUTION
     xp = get_array_module(x)
     K, _, C, F = W.shape
     W2 = W.reshape(K * K * C, F)                                       # (KH, KW, C, F) -> (KH*KW*C, F)
@@ -89,6 +98,7 @@ def conv_forward(x, W, b, pad, chunks, out):
         xp.matmul(cols, W2, out=out[chunk].reshape(-1, F))             # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F)
     out += b
     return out
+    ### END SOLUTION
 
 
 def conv_backward(x, W, dout, pad, chunks, input_grad=True):
@@ -99,6 +109,8 @@ def conv_backward(x, W, dout, pad, chunks, input_grad=True):
     a convolution of dout, padded by K - 1 - p, with W flipped in both spatial axes and its
     channel axes swapped.
     """
+    # [part conv] hint: dW as in the reference; dx as a convolution of dout padded by K-1-p with the flipped kernel
+    ### BEGIN SOLUTION
     xp = get_array_module(dout)
     K, _, C, F = W.shape
     W2 = W.reshape(K * K * C, F)                                       # (KH, KW, C, F) -> (KH*KW*C, F)
@@ -114,10 +126,13 @@ def conv_backward(x, W, dout, pad, chunks, input_grad=True):
         dcols = im2col_padded(pad_into(dout[chunk], K - 1 - pad, "pad"), K, "cols")  # (n*H*W, KH*KW*F)
         xp.matmul(dcols, W_flipped, out=dx[chunk].reshape(-1, C))      # (n*H*W, KH*KW*F) @ (KH*KW*F, C)
     return dx, dW2.reshape(W.shape), dout.sum(axis=(0, 1, 2))
+    ### END SOLUTION
 
 
 def maxpool_forward(x):
     """2x2 max-pool, stride 2 (odd edges floored) as the maximum of four strided views."""
+    # [part pool] hint: the maximum of the four strided views x[:, i::2, j::2]
+    ### BEGIN SOLUTION
     xp = get_array_module(x)
     N, H, W, C = x.shape
     Ho, Wo = H // 2, W // 2
@@ -126,6 +141,7 @@ def maxpool_forward(x):
     xp.maximum(out, bottom[:, :, 0:2 * Wo:2], out=out)
     xp.maximum(out, bottom[:, :, 1:2 * Wo:2], out=out)
     return out
+    ### END SOLUTION
 
 
 def maxpool_backward(x, out, dout):
@@ -134,6 +150,9 @@ def maxpool_backward(x, out, dout):
     The winners are found again by comparing the cached input with the output,
     which both exist anyway (they are the neighbouring layers' activations).
     """
+    # [part pool] hint: for each window position in row-major order, route dout where x == out
+    # and no earlier position won
+    ### BEGIN SOLUTION
     xp = get_array_module(dout)
     N, Ho, Wo, C = dout.shape
     dx = xp.zeros_like(x)
@@ -146,3 +165,4 @@ def maxpool_backward(x, out, dout):
             taken |= wins
             xp.multiply(dout, wins, out=dx[position])
     return dx
+    ### END SOLUTION

@@ -78,11 +78,14 @@ def im2col(x, kernel_size=3, padding="same"):
     K = kernel_size
     Ho, Wo = _output_hw(x.shape, K, pad)
     x_pad = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (N, H+2p, W+2p, C)
+    # [part im2col] hint: fill cols (N, Ho, Wo, K, K, C) with K*K slice copies: tap (i, j) is x_pad shifted by (i, j)
+    ### BEGIN SOLUTION
     cols = xp.empty((N, Ho, Wo, K, K, C), dtype=x.dtype)
     for i in range(K):
         for j in range(K):
             # tap (i, j) of every patch is the padded input shifted by (i, j)
             cols[:, :, :, i, j, :] = x_pad[:, i:i + Ho, j:j + Wo, :]
+    ### END SOLUTION
     return cols.reshape(N * Ho * Wo, K * K * C)  # (N, Ho, Wo, KH, KW, C) -> (N*Ho*Wo, KH*KW*C)
 
 
@@ -99,8 +102,11 @@ def col2im(cols, x_shape, kernel_size=3, padding="same"):
     K = kernel_size
     Ho, Wo = _output_hw(x_shape, K, pad)
     cols = cols.reshape(N, Ho, Wo, K, K, C)  # (N*Ho*Wo, KH*KW*C) -> (N, Ho, Wo, KH, KW, C)
+    # [part im2col] hint: add tap (i, j) of every patch back onto the padded gradient where im2col copied it from
+    ### BEGIN SOLUTION
     dx_pad = xp.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=cols.dtype)
     for i in range(K):
         for j in range(K):
             dx_pad[:, i:i + Ho, j:j + Wo, :] += cols[:, :, :, i, j, :]
+    ### END SOLUTION
     return dx_pad[:, pad:pad + H, pad:pad + W, :]

@@ -76,18 +76,18 @@ class Conv2D(Layer):
     ``IM2COL_MAX_BYTES``. Backward recomputes each chunk's columns from the
     cached input instead of keeping them: a copy is cheaper than 9x the memory.
 
-    ``fast=True`` (the default) runs the same computation through the kernels
-    of :mod:`tinyvgg.fastconv`; ``fast=False`` runs the reference code below,
+    ``fast=True`` (the default, ``fastconv.ENABLED``) runs the same computation through
+    the kernels of :mod:`tinyvgg.fastconv`; ``fast=False`` runs the reference code below,
     line by line what the lessons teach. Both give the same numbers.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same",
-                 init="he_normal", rng=None, dtype=np.float32, fast=True):
+                 init="he_normal", rng=None, dtype=np.float32, fast=None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding = kernel_size, padding
         self.pad = resolve_padding(kernel_size, padding)
-        self.fast = fast
+        self.fast = fastconv.ENABLED if fast is None else fast
         rng = np.random.default_rng() if rng is None else rng
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.params = {
@@ -127,6 +127,8 @@ class Conv2D(Layer):
         self.cache = x if train else None
         if self.fast:
             return fastconv.conv_forward(x, self.params["W"], self.params["b"], self.pad, self._chunks(x), out)
+        # [part conv] hint: per chunk of the batch: out = im2col(x) @ W.reshape(K*K*C, F), then add b
+        ### BEGIN SOLUTION
         W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
         for chunk in self._chunks(x):
             cols = im2col(x[chunk], K, self.pad)          # (n*Ho*Wo, KH*KW*C)
@@ -134,6 +136,7 @@ class Conv2D(Layer):
             xp.matmul(cols, W2, out=out_2d)                # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
         out += self.params["b"]
         return out
+        ### END SOLUTION
 
     def backward(self, dout, input_grad=True):
         """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
@@ -145,6 +148,8 @@ class Conv2D(Layer):
             dx, dW, db = fastconv.conv_backward(x, self.params["W"], dout, self.pad, chunks, input_grad)
             self.grads = {"W": dW, "b": db}
             return dx
+        # [part conv] hint: the dense rules on cols: dW = cols.T @ dout, dcols = dout @ W.T, dx = col2im(dcols)
+        ### BEGIN SOLUTION
         W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
         dW2 = xp.zeros_like(W2)
         dx = xp.empty_like(x) if input_grad else None
@@ -158,6 +163,7 @@ class Conv2D(Layer):
         self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
                       "b": dout.sum(axis=(0, 1, 2))}
         return dx
+        ### END SOLUTION
 
 
 class MaxPool2D(Layer):
@@ -166,12 +172,12 @@ class MaxPool2D(Layer):
     x: (N, H, W, C) -> out: (N, H//2, W//2, C). An odd last row or column is
     dropped (floored), as Keras does. Backward routes each gradient to the
     position that held the maximum (the first one, on ties) and zero elsewhere.
-    ``fast=True`` uses :mod:`tinyvgg.fastconv` (same results, less memory).
+    ``fast=True`` (the default) uses :mod:`tinyvgg.fastconv` (same results, less memory).
     """
 
-    def __init__(self, fast=True):
+    def __init__(self, fast=None):
         super().__init__()
-        self.fast = fast
+        self.fast = fastconv.ENABLED if fast is None else fast
 
     def output_shape(self, input_shape):
         H, W, C = input_shape
@@ -189,6 +195,9 @@ class MaxPool2D(Layer):
             out = fastconv.maxpool_forward(x)
             self.cache = (x, out) if train else None  # both are kept by the neighbouring layers anyway
             return out
+        # [part pool] hint: reshape to 2x2 windows, take the max; when training cache which position
+        # won (the first on ties)
+        ### BEGIN SOLUTION
         windows = x[:, :2 * Ho, :2 * Wo, :].reshape(N, Ho, 2, Wo, 2, C)  # (N, 2Ho, 2Wo, C) -> (N, Ho, 2, Wo, 2, C)
         out = windows.max(axis=(2, 4))                                   # (N, Ho, Wo, C)
         if train:
@@ -198,10 +207,14 @@ class MaxPool2D(Layer):
         else:
             self.cache = None
         return out
+        ### END SOLUTION
 
     def backward(self, dout):
         if self.fast:
             return fastconv.maxpool_backward(*self.cache, dout)
+        # [part pool] hint: each dout goes to the winning position of its window, 0 elsewhere
+        # (and 0 for a dropped odd edge)
+        ### BEGIN SOLUTION
         x_shape, argmax = self.cache
         xp = get_array_module(dout)
         N, Ho, Wo, C = dout.shape
@@ -211,6 +224,7 @@ class MaxPool2D(Layer):
         dx = xp.zeros(x_shape, dtype=dout.dtype)
         dx[:, :2 * Ho, :2 * Wo, :] = dwin.reshape(N, 2 * Ho, 2 * Wo, C)  # (N, Ho, 2, Wo, 2, C) -> (N, 2Ho, 2Wo, C)
         return dx
+        ### END SOLUTION
 
 
 class Dense(Layer):
@@ -240,11 +254,16 @@ class Dense(Layer):
 
     def forward(self, x, train=False):
         _check_input(self, x, 2, self.in_features, "(N, in_features)")
+        # [part dense] hint: out = x @ W + b; keep x for backward when training
+        ### BEGIN SOLUTION
         self.cache = x if train else None
         return x @ self.params["W"] + self.params["b"]  # (N, in) @ (in, out) -> (N, out)
+        ### END SOLUTION
 
     def backward(self, dout, input_grad=True):
         """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
+        # [part dense] hint: dW = x.T @ dout, db = dout summed over the batch, dx = dout @ W.T
+        ### BEGIN SOLUTION
         x = self.cache
         xp = get_array_module(dout)
         # reuse last step's dW buffer: a fresh 400 MB array (VGG16's fc1) costs its page faults every step
@@ -255,6 +274,7 @@ class Dense(Layer):
         self.grads = {"W": xp.matmul(x.T, dout, out=dW),  # (in, N) @ (N, out) -> (in, out)
                       "b": dout.sum(axis=0)}
         return dout @ self.params["W"].T if input_grad else None  # (N, out) @ (out, in) -> (N, in)
+        ### END SOLUTION
 
 
 class ReLU(Layer):
@@ -272,14 +292,20 @@ class ReLU(Layer):
         self.inplace = inplace
 
     def forward(self, x, train=False):
+        # [part relu] hint: out = max(x, 0); keep what backward needs to know where x > 0
+        ### BEGIN SOLUTION
         xp = get_array_module(x)
         out = xp.maximum(x, 0, out=x if self.inplace else None)
         self.cache = out if train else None  # out > 0 exactly where x > 0
         return out
+        ### END SOLUTION
 
     def backward(self, dout):
+        # [part relu] hint: the gradient passes where x > 0 and is 0 elsewhere
+        ### BEGIN SOLUTION
         xp = get_array_module(dout)
         return xp.multiply(dout, self.cache > 0, out=dout if self.inplace else None)
+        ### END SOLUTION
 
 
 class Dropout(Layer):
@@ -302,6 +328,9 @@ class Dropout(Layer):
         return f"Dropout({self.rate})"
 
     def forward(self, x, train=False):
+        # [part dropout] hint: identity at evaluation; in training keep each unit with probability 1 - rate
+        # (self.rng.random, on the host) and scale the kept ones by 1 / (1 - rate); use fixed_mask if set
+        ### BEGIN SOLUTION
         if not train or self.rate == 0.0:
             self.cache = None
             return x
@@ -313,11 +342,15 @@ class Dropout(Layer):
             mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         self.cache = mask
         return x * mask
+        ### END SOLUTION
 
     def backward(self, dout):
+        # [part dropout] hint: the same mask, applied to the gradient
+        ### BEGIN SOLUTION
         if self.cache is None:  # rate 0: identity
             return dout
         return dout * self.cache
+        ### END SOLUTION
 
 
 class Flatten(Layer):
@@ -362,12 +395,18 @@ class SoftmaxCrossEntropy:
                              f"and dtype {labels.dtype}.")
         if xp is np and N and (labels.min() < 0 or labels.max() >= K):  # on a GPU this check would stall
             raise ValueError(f"labels must lie in [0, {K}), got values from {labels.min()} to {labels.max()}.")
+        # [part softmax] hint: log-softmax after subtracting each row's max; loss = mean of -log p[label];
+        # cache (probs, labels)
+        ### BEGIN SOLUTION
         shifted = logits - logits.max(axis=1, keepdims=True)                  # (N, K), max is 0
         log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
         self.cache = (xp.exp(log_probs), labels)
         return -log_probs[xp.arange(N), labels].mean()
+        ### END SOLUTION
 
     def backward(self, dout=1.0):
+        # [part softmax] hint: dlogits = (probs - onehot(labels)) / N, times dout
+        ### BEGIN SOLUTION
         probs, labels = self.cache
         xp = get_array_module(probs)
         N = probs.shape[0]
@@ -375,3 +414,4 @@ class SoftmaxCrossEntropy:
         dlogits[xp.arange(N), labels] -= 1
         dlogits *= probs.dtype.type(dout / N)
         return dlogits
+        ### END SOLUTION

@@ -117,6 +117,9 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), nesterov
 
     def _update(self, p, g, state, tmp):
+        # [part sgd] hint: v <- momentum * v - lr * g, then p <- p + v
+        # (Nesterov: p <- p + momentum * v - lr * g); all in place, g may be overwritten
+        ### BEGIN SOLUTION
         (v,) = state
         xp = get_array_module(p)
         g *= self.lr                      # g <- lr * g
@@ -128,6 +131,7 @@ class SGD(Optimizer):
             p += tmp                      # p <- p + momentum * v - lr * g
         else:
             p += v
+        ### END SOLUTION
 
 
 class Adam(Optimizer):
