@@ -116,8 +116,17 @@ def memory_of(framework, case_name, backend_name, threads):
     step = make_torch(case, threads) if framework == "torch" else make_ours(case, backend_name)[1]
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB -> MB on Linux
-    print(json.dumps({"peak_mb": peak - base}))
+    print(json.dumps({"peak_mb": peak_rss_mb() - base}))
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: that survives exec, so a child
+    started from a large parent would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB -> MB on Linux
 
 
 def measure_memory(framework, case_name, args):

@@ -148,6 +148,9 @@ def main(argv=None):
             raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
         source = checkpoint.load(args.finetune)
         config = source.meta.get("model_config") or {}
+        if not {"depth", "width", "fc_units"} <= set(config):
+            raise checkpoint.CheckpointError(f"{args.finetune} does not say which VGG it holds (no model "
+                                             "configuration); --finetune needs a checkpoint written by tinyvgg.")
         args.model, args.width, args.fc_units = config["depth"], config["width"], config["fc_units"]
     elif args.freeze_until:
         raise cli.UsageError("--freeze-until needs --finetune CHECKPOINT (the weights to keep).")
