@@ -35,6 +35,12 @@ class Checkpoint:
     def __init__(self, params, optimizer, meta, path=None):
         self.params, self.optimizer, self.meta, self.path = params, optimizer, meta, path
 
+    def normalization(self):
+        """(mean, std), float32 per channel: how the training images were normalized."""
+        if "normalization" not in self.meta:
+            raise CheckpointError(f"{self.path or 'the checkpoint'} has no normalization statistics.")
+        return tuple(np.asarray(self.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+
     def load_into(self, model):
         """Copy the weights into ``model``; a clear error if it is another configuration."""
         try:

@@ -7,7 +7,6 @@ writes the confusion matrix as an image.
 """
 import argparse
 
-import numpy as np
 
 from . import backend, cli
 from .checkpoint import load_model
@@ -41,7 +40,7 @@ def main(argv=None):
                                  f"but the checkpoint was trained on {names}.")
     else:
         dataset = ImageFolder(args.data, size, class_names=names)
-    mean, std = (np.asarray(ckpt.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+    mean, std = ckpt.normalization()
     result = evaluate(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
                       progress=True)
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))

@@ -66,23 +66,24 @@ def plot_confusion(counts, class_names):
     return fig
 
 
-def _grid(count):
-    cols = math.ceil(math.sqrt(count))
-    return math.ceil(count / cols), cols
+def _grid_figure(count, cell_inches, cols=None):
+    """(figure, axes) for ``count`` small images in a near-square grid, axes switched off."""
+    cols = cols or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(cols * cell_inches[0], rows * cell_inches[1]))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes[:count]
 
 
 def plot_filters(W, max_filters=64):
     """First-layer filters (KH, KW, 3, F) as small RGB images, each scaled to [0, 1]."""
     W = to_host(W)
-    F = min(W.shape[-1], max_filters)
-    rows, cols = _grid(F)
-    fig = Figure(figsize=(cols * 0.9, rows * 0.9))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    fig, axes = _grid_figure(min(W.shape[-1], max_filters), (0.9, 0.9))
     for f, ax in enumerate(axes):
-        ax.axis("off")
-        if f < F:
-            w = W[:, :, :, f]
-            ax.imshow((w - w.min()) / (np.ptp(w) + 1e-12), interpolation="nearest")
+        w = W[:, :, :, f]
+        ax.imshow((w - w.min()) / (np.ptp(w) + 1e-12), interpolation="nearest")
     fig.suptitle("first-layer filters")
     return fig
 
@@ -90,14 +91,9 @@ def plot_filters(W, max_filters=64):
 def plot_feature_maps(maps, max_maps=32, title="feature maps"):
     """The channels of one activation (H, W, C) as grayscale images."""
     maps = to_host(maps)
-    C = min(maps.shape[-1], max_maps)
-    rows, cols = _grid(C)
-    fig = Figure(figsize=(cols * 1.1, rows * 1.1))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    fig, axes = _grid_figure(min(maps.shape[-1], max_maps), (1.1, 1.1))
     for c, ax in enumerate(axes):
-        ax.axis("off")
-        if c < C:
-            ax.imshow(maps[:, :, c], cmap="viridis")
+        ax.imshow(maps[:, :, c], cmap="viridis")
     fig.suptitle(title)
     return fig
 
@@ -105,13 +101,9 @@ def plot_feature_maps(maps, max_maps=32, title="feature maps"):
 def plot_images(images, titles=None, cols=8):
     """A grid of uint8 or [0, 1] RGB images with optional titles."""
     images = to_host(images)
-    rows = math.ceil(len(images) / cols)
-    fig = Figure(figsize=(cols * 1.3, rows * 1.5))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    fig, axes = _grid_figure(len(images), (1.3, 1.5), cols=min(cols, len(images)))
     for i, ax in enumerate(axes):
-        ax.axis("off")
-        if i < len(images):
-            ax.imshow(images[i])
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=7)
+        ax.imshow(images[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
     return fig

@@ -14,6 +14,7 @@ from . import backend, cli
 from .backend import to_device, to_host
 from .checkpoint import load_model
 from .data import decode_image
+from .transfer import softmax
 
 
 def parse_args(argv=None):
@@ -25,13 +26,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def softmax(logits):
-    """Class probabilities from logits (N, K), computed stably."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.top_k < 1:
@@ -39,7 +33,7 @@ def main(argv=None):
     backend.require(args.backend)
     model, ckpt = load_model(args.checkpoint, args.backend)
     names = ckpt.meta["class_names"]
-    mean, std = (np.asarray(ckpt.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+    mean, std = ckpt.normalization()
     size = model.input_shape[0]
     failed = 0
     for path in args.images:

@@ -168,9 +168,9 @@ def main(argv=None):
         if list(resumed.meta["class_names"]) != list(train_set.class_names):
             raise checkpoint.CheckpointError(f"{args.resume} was trained on classes {resumed.meta['class_names']}, "
                                              f"but --data {args.data} has {train_set.class_names}.")
-        mean, std = (np.asarray(resumed.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+        mean, std = resumed.normalization()
     elif source is not None and "normalization" in source.meta:  # the features expect their own inputs
-        mean, std = (np.asarray(source.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+        mean, std = source.normalization()
     else:
         mean, std = train_set.channel_stats()
     os.makedirs(out, exist_ok=True)  # only now: bad data leaves no empty run folder behind
