@@ -30,7 +30,8 @@ def test_scratch_buffers_are_reused_and_stale_borders_never_leak():
     fastconv.release_scratch()
 
 
-@pytest.mark.parametrize("K, padding", [(3, "same"), (1, "same"), (5, "same"), (3, "valid"), (5, 1)])
+@pytest.mark.parametrize("K, padding", [(3, "same"), (1, "same"), (5, "same"), (3, "valid"), (5, 1),
+                                        (2, "valid"), (4, 1)])  # even kernels: dense layers turned into convs
 def test_fast_convolution_equals_the_reference(K, padding):
     rng = np.random.default_rng(0)
     fast = Conv2D(4, 6, K, padding=padding, rng=rng, dtype=np.float64)
@@ -54,3 +55,11 @@ def test_fast_pool_keeps_only_references_to_existing_arrays():
     out = pool.forward(x, train=True)
     assert pool.cache[0] is x and pool.cache[1] is out
     np.testing.assert_array_equal(out, MaxPool2D(fast=False).forward(x))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_even_valid_kernels_pass_the_gradient_check(fast):
+    from tinyvgg.gradcheck import check_layer
+    rng = np.random.default_rng(1)
+    layer = Conv2D(3, 4, kernel_size=2, padding="valid", rng=rng, dtype=np.float64, fast=fast)
+    assert max(check_layer(layer, rng.standard_normal((2, 5, 4, 3))).values()) < 1e-6
