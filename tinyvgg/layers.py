@@ -114,7 +114,10 @@ class Conv2D(Layer):
         Ho, Wo, _ = self.output_shape((H, W, C))
         rows = max(Ho * Wo, H * W)  # the columns of x, or of dout for dx as a transposed convolution
         bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
-        step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
+        cap = IM2COL_MAX_BYTES
+        if self.fast and get_array_module(x) is np:
+            cap = min(cap, fastconv.CPU_CHUNK_BYTES)  # cache-sized chunks run faster on a CPU
+        step = max(1, cap // bytes_per_image)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
     def forward(self, x, train=False):
