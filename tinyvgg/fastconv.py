@@ -163,13 +163,15 @@ def maxpool_backward(x, out, dout):
     ### BEGIN SOLUTION
     xp = get_array_module(dout)
     N, Ho, Wo, C = dout.shape
-    dx = xp.zeros_like(x)
+    dx = xp.empty_like(x)                      # every window position is written below...
+    dx[:, 2 * Ho:], dx[:, :, 2 * Wo:] = 0, 0   # ...but a dropped odd row or column gets zeros
     taken = xp.zeros(dout.shape, dtype=bool)
+    wins = xp.empty(dout.shape, dtype=bool)
     for i in (0, 1):
         for j in (0, 1):
             position = (slice(None), slice(i, 2 * Ho, 2), slice(j, 2 * Wo, 2))
-            wins = x[position] == out                                  # (N, Ho, Wo, C)
-            wins &= ~taken
+            xp.equal(x[position], out, out=wins)                       # (N, Ho, Wo, C)
+            xp.greater(wins, taken, out=wins)                          # wins and not taken (True > False)
             taken |= wins
             xp.multiply(dout, wins, out=dx[position])
     return dx
