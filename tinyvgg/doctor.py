@@ -144,6 +144,8 @@ def _time_steps(model, batch, cupy, steps=5):
 
 
 def main(argv=None):
+    import argparse
+    argparse.ArgumentParser(prog="python -m tinyvgg.doctor", description=__doc__.split("\n\n")[1]).parse_args(argv)
     print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
           f"{os.cpu_count()} CPU threads")
     print(f"NumPy {np.__version__}")

@@ -233,8 +233,12 @@ def _demo_layers(rng):
     ]
 
 
-def main():
+def main(argv=None):
     """Gradient-check every layer and a small stack; print the relative errors."""
+    import argparse
+    argparse.ArgumentParser(prog="python -m tinyvgg.gradcheck",
+                            description="Gradient-check every layer of tinyvgg and a small stack of them, "
+                                        "in float64, and print the relative errors.").parse_args(argv)
     from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
     rng = np.random.default_rng(0)
     print(f"{'layer':<45} {'gradient':<8} {'relative error':>14}")
