@@ -9,8 +9,8 @@ here because a benchmark (``benchmarks/``) showed it pays on the CPU:
   already has every patch in place; ``im2col`` is then a single copy from that
   view instead of K*K slice copies.
 - **Padding into a reused buffer.** ``np.pad`` allocates and fills a new array
-  every call; writing the interior of a buffer whose border is already zero
-  skips both (and the page faults of a fresh allocation).
+  every call; copying into the interior of a reused buffer and zeroing only its
+  thin border skips the allocation (and its page faults) and most of the fill.
 - **dx as a transposed convolution.** Instead of ``dcols = dout @ W.T`` and
   K*K slice-adds in ``col2im``, dL/dx is a convolution of the padded ``dout``
   with the flipped, transposed kernel: one im2col copy and one matmul.

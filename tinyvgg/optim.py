@@ -36,6 +36,7 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.decay_biases = decay_biases
         self.iterations = 0
+        self._buffers = {}
         self.state = {slot: {name: get_array_module(p).zeros_like(p) for name, p in self.params.items()}
                       for slot in self.slots}
 
@@ -56,21 +57,28 @@ class Optimizer:
             if g.shape != p.shape:
                 raise ValueError(f"gradient {name} has shape {g.shape}, its parameter {p.shape}.")
             xp = get_array_module(p)
-            n = min(p.size, self.BLOCK)
-            scratch = xp.empty(n, dtype=p.dtype), xp.empty(n, dtype=p.dtype)
+            scratch = self._scratch(xp, p.dtype)
+            decay = self._decay(name)
             state = [self.state[slot][name].reshape(-1) for slot in self.slots]
             flat_p, flat_g = p.reshape(-1), g.reshape(-1)  # views: p, g and the state are contiguous
             for start in range(0, p.size, self.BLOCK):
                 part = slice(start, start + self.BLOCK)
                 pb, gb = flat_p[part], flat_g[part]
                 tmp, tmp2 = (s[:pb.size] for s in scratch)
-                decay = self._decay(name)
                 if decay:  # tmp = g + decay * p, the gradient of loss + decay/2 ||w||^2
                     xp.multiply(pb, decay, out=tmp)
                     tmp += gb
                 else:
                     tmp[...] = gb
                 self._update(pb, tmp, [s[part] for s in state], tmp2)
+
+    def _scratch(self, xp, dtype):
+        """Two block-sized scratch arrays per array library and dtype, made once and reused every step."""
+        key = (xp.__name__, np.dtype(dtype).str)
+        buffers = self._buffers.get(key)
+        if buffers is None or buffers[0].size < self.BLOCK:
+            buffers = self._buffers[key] = (xp.empty(self.BLOCK, dtype=dtype), xp.empty(self.BLOCK, dtype=dtype))
+        return buffers
 
     def _update(self, p, g, state, tmp):
         """Update the block ``p`` in place from its gradient block ``g`` (which may be

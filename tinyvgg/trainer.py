@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint
-from .backend import backend_of, to_host
+from .backend import to_host
 from .layers import SoftmaxCrossEntropy
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
@@ -260,9 +260,3 @@ class CurvesPlot:
     def on_epoch_end(self, trainer, logs):
         from .plots import plot_history, save_figure
         save_figure(plot_history(trainer.history), self.path)
-
-
-def model_backend(model):
-    """"numpy" or "cupy": where the model's parameters live."""
-    params = model.named_params()
-    return backend_of(next(iter(params.values()))) if params else "numpy"
