@@ -57,6 +57,17 @@ def test_fast_pool_keeps_only_references_to_existing_arrays():
     np.testing.assert_array_equal(out, MaxPool2D(fast=False).forward(x))
 
 
+@pytest.mark.parametrize("images_per_slice", [1, 2, 5])
+def test_pool_backward_in_slices_of_the_batch_equals_the_loops(images_per_slice, monkeypatch):
+    from tinyvgg import naive
+    rng = np.random.default_rng(images_per_slice)
+    x = rng.integers(0, 3, (5, 7, 6, 3)).astype(np.float64)  # ties, an odd row, 5 images: a short last slice
+    monkeypatch.setattr(fastconv, "POOL_CHUNK_BYTES", images_per_slice * x[0].nbytes)
+    pool = MaxPool2D()
+    dout = rng.standard_normal(pool.forward(x, train=True).shape)
+    np.testing.assert_array_equal(pool.backward(dout), naive.maxpool_backward(x, dout))
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_even_valid_kernels_pass_the_gradient_check(fast):
     from tinyvgg.gradcheck import check_layer
