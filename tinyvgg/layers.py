@@ -118,6 +118,7 @@ class Conv2D(Layer):
         if self.fast and get_array_module(x) is np:
             cap = min(cap, fastconv.CPU_CHUNK_BYTES)  # cache-sized chunks run faster on a CPU
         step = max(1, cap // bytes_per_image)
+        step = -(-N // -(-N // step))  # as many chunks, of equal size: no small last chunk (ceil divisions)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
     def forward(self, x, train=False):
