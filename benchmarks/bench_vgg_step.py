@@ -22,6 +22,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -193,8 +194,10 @@ def run_case(name, args, peak):
             torch_step()
     ours_times, torch_times = [], []
     for _ in range(args.steps):  # interleaved: both see the same machine load
+        time.sleep(args.gap)
         ours_times.append(timed(ours))
         if torch_step:
+            time.sleep(args.gap)  # see --gap: OpenBLAS's threads would otherwise still hold a core
             torch_times.append(timed(torch_step))
     result = {"case": name, **case, "gflop_per_step": flops / 1e9, "ours_s": median(ours_times),
               "ours_times": ours_times}
@@ -222,6 +225,9 @@ def main():
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--gap", type=float, default=0.3,
+                   help="seconds of quiet before each timed step (default 0.3): after a call, OpenBLAS's worker "
+                        "threads spin for ~0.1 s, and a PyTorch step started then runs up to 2x slower")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     p.add_argument("--breakdown", action="store_true", help="time each kind of work in our step")
     p.add_argument("--json", default="benchmarks/results/vgg_step.json")
