@@ -57,15 +57,51 @@ def test_fast_pool_keeps_only_references_to_existing_arrays():
     np.testing.assert_array_equal(out, MaxPool2D(fast=False).forward(x))
 
 
-@pytest.mark.parametrize("images_per_slice", [1, 2, 5])
-def test_pool_backward_in_slices_of_the_batch_equals_the_loops(images_per_slice, monkeypatch):
+def test_blocks_cover_every_image_and_row_once_within_the_byte_limit():
+    for N, rows, row_bytes, limit in [(5, 4, 10, 80), (3, 7, 10, 30), (2, 5, 10, 5), (4, 3, 1, None), (1, 9, 8, 72)]:
+        parts = fastconv.blocks(N, rows, row_bytes, limit)
+        covered = [(image, row) for images, band in parts for image in range(N)[images] for row in range(rows)[band]]
+        assert sorted(covered) == [(image, row) for image in range(N) for row in range(rows)]
+        sizes = [len(range(N)[images]) * len(range(rows)[band]) for images, band in parts]
+        assert limit is None or max(sizes) * row_bytes <= max(limit, row_bytes)  # one row is the least a block holds
+        assert max(sizes) - min(sizes) < max(sizes) / 2 + 1  # no tiny last block
+        assert all(band == slice(0, rows) or images.stop - images.start == 1 for images, band in parts)
+
+
+@pytest.mark.parametrize("K, padding, limit_rows", [(3, "same", 1), (3, "same", 2), (5, 1, 3), (2, "valid", 2),
+                                                    (3, "valid", 4), (1, "same", 1)])
+def test_convolution_in_row_bands_equals_the_reference(K, padding, limit_rows):
+    rng = np.random.default_rng(K + limit_rows)
+    ref = Conv2D(4, 6, K, padding=padding, rng=rng, dtype=np.float64, fast=False)
+    ref.params["b"] = rng.standard_normal(6)
+    W, b, pad = ref.params["W"], ref.params["b"], ref.pad
+    x = rng.standard_normal((2, 7, 6, 4))                            # 7 rows: bands of 1-4 rows, some uneven
+    out = ref.forward(x, train=True)
+    limit = limit_rows * out.shape[2] * K * K * 4 * 8                # `limit_rows` rows of the forward's columns
+    np.testing.assert_allclose(fastconv.conv_forward(x, W, b, pad, np.empty_like(out), limit), out, rtol=1e-12,
+                               atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx_ref = ref.backward(dout)
+    for input_grad in (True, False):
+        dx, dW, db = fastconv.conv_backward(x, W, dout, pad, limit, input_grad)
+        if input_grad:
+            np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+        else:
+            assert dx is None
+        np.testing.assert_allclose(dW, ref.grads["W"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(db, ref.grads["b"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("limit_rows", [1, 2, 3, 7, 100])
+def test_pool_backward_in_blocks_equals_the_loops(limit_rows):
     from tinyvgg import naive
-    rng = np.random.default_rng(images_per_slice)
-    x = rng.integers(0, 3, (5, 7, 6, 3)).astype(np.float64)  # ties, an odd row, 5 images: a short last slice
-    monkeypatch.setattr(fastconv, "POOL_CHUNK_BYTES", images_per_slice * x[0].nbytes)
+    rng = np.random.default_rng(limit_rows)
+    x = rng.integers(0, 3, (5, 7, 6, 3)).astype(np.float64)  # ties, an odd row, 5 images: uneven blocks
     pool = MaxPool2D()
-    dout = rng.standard_normal(pool.forward(x, train=True).shape)
-    np.testing.assert_array_equal(pool.backward(dout), naive.maxpool_backward(x, dout))
+    out = pool.forward(x, train=True)
+    dout = rng.standard_normal(out.shape)
+    dx = fastconv.maxpool_backward(x, out, dout, max_bytes=limit_rows * 2 * x[0, 0].nbytes)  # bands or images
+    np.testing.assert_array_equal(dx, naive.maxpool_backward(x, dout))
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -14,11 +14,14 @@ here because a benchmark (``benchmarks/``) showed it pays on the CPU:
 - **dx as a transposed convolution.** Instead of ``dcols = dout @ W.T`` and
   K*K slice-adds in ``col2im``, dL/dx is a convolution of the padded ``dout``
   with the flipped, transposed kernel: one im2col copy and one matmul.
-- **Cache-sized chunks on the CPU.** The batch is cut into chunks whose column
+- **Cache-sized blocks on the CPU.** The batch is cut into blocks whose column
   buffer is at most ``CPU_CHUNK_BYTES`` (16 MB) rather than the memory cap
   (256 MB): the copy and the matmuls that read it then work on memory that is
-  still warm. Measured on a 2-core AVX-512 machine: a VGG16 step at 32x32,
-  batch 64, 0.80 s -> 0.71 s; at 224x224, batch 8, 5.34 s -> 5.18 s.
+  still warm. A block is a few whole images or, where one image's columns are
+  larger (115 MB for VGG16's second layer at 224x224), a band of rows of one
+  image (see :func:`blocks`). Measured on a 2-core AVX-512 machine: a VGG16 step
+  at 32x32, batch 64, 0.80 s -> 0.71 s with image blocks; at 224x224, batch 8,
+  5.3 s -> 5.2 s with image blocks, then 5.08 s -> 4.70 s with row bands.
 - **Reused scratch buffers.** Column buffers are the largest temporaries of a
   step; they live in a few workspaces that grow once and are reused by every
   layer (layers run one after another, so they never need them at once).
@@ -39,7 +42,7 @@ ENABLED = True  # STUDENT: ENABLED = False
 #: Largest im2col buffer per chunk on the CPU (see the module docstring); the GPU uses the memory cap.
 CPU_CHUNK_BYTES = 16 * 2**20
 
-#: Input bytes per slice of the batch in the max-pool backward on the CPU (see maxpool_backward).
+#: Input bytes per block in the max-pool backward on the CPU (see maxpool_backward).
 POOL_CHUNK_BYTES = 2**20
 
 _scratch = {}
@@ -65,6 +68,30 @@ def scratch(slot, shape, dtype, xp):
 def release_scratch():
     """Free the scratch buffers (they are rebuilt on the next call)."""
     _scratch.clear()
+
+
+def blocks(N, rows, bytes_per_row, max_bytes=None):
+    """(images, rows) slice pairs covering a batch of N images of ``rows`` rows each,
+    each block's columns at most ``max_bytes`` (``bytes_per_row`` per row; None: no limit).
+
+    Whole images while one fits, else bands of rows of a single image, so that a
+    block of an (N, rows, ...) array is always contiguous. Blocks are as equal in
+    size as the division allows: no tiny last block runs as a slow, thin matmul.
+
+    >>> [(i.start, i.stop, r.start, r.stop) for i, r in blocks(5, 4, 10, max_bytes=80)]  # 2 images fit
+    [(0, 2, 0, 4), (2, 4, 0, 4), (4, 5, 0, 4)]
+    >>> [(i.start, i.stop, r.start, r.stop) for i, r in blocks(2, 4, 10, max_bytes=30)]  # bands of 2 rows
+    [(0, 1, 0, 2), (0, 1, 2, 4), (1, 2, 0, 2), (1, 2, 2, 4)]
+    """
+    def equal_step(total, most):  # the step that cuts `total` into as many pieces as `most` needs, equally
+        pieces = -(-total // most)
+        return -(-total // pieces)
+    if max_bytes is None or rows * bytes_per_row <= max_bytes:
+        step = N if max_bytes is None else equal_step(N, max_bytes // (rows * bytes_per_row))
+        return [(slice(start, min(start + step, N)), slice(0, rows)) for start in range(0, N, step)]
+    band = equal_step(rows, max(1, max_bytes // bytes_per_row))
+    return [(slice(image, image + 1), slice(top, min(top + band, rows)))
+            for image in range(N) for top in range(0, rows, band)]
 
 
 def pad_into(x, pad, slot):
@@ -97,24 +124,31 @@ def im2col_padded(x_pad, K, slot):
     ### END SOLUTION
 
 
-def conv_forward(x, W, b, pad, chunks, out):
-    """out = conv(x, W) + b into ``out`` (N, Ho, Wo, F), chunk by chunk of the batch."""
-    # [part conv] hint: as the reference forward, with pad_into and im2col_padded
+def conv_forward(x, W, b, pad, out, max_bytes=None):
+    """out = conv(x, W) + b into ``out`` (N, Ho, Wo, F), block by block (see :func:`blocks`).
+
+    Output rows r0..r1 read rows r0..r1+K-2 of the padded input, so a band of rows
+    is the im2col of a band of the padded image, which is padded once per block of images.
+    """
+    # [part conv] hint: as the reference forward, with pad_into and im2col_padded, block by block
     ### BEGIN SOLUTION
     xp = get_array_module(x)
     K, _, C, F = W.shape
+    N, Ho, Wo, _ = out.shape
     W2 = W.reshape(K * K * C, F)                                       # (KH, KW, C, F) -> (KH*KW*C, F)
-    for chunk in chunks:
-        cols = im2col_padded(pad_into(x[chunk], pad, "pad"), K, "cols")
-        xp.matmul(cols, W2, out=out[chunk].reshape(-1, F))             # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F)
+    for images, rows in blocks(N, Ho, Wo * K * K * C * x.itemsize, max_bytes):
+        if rows.start == 0:                                            # new images: pad them once
+            x_pad = pad_into(x[images], pad, "pad")
+        cols = im2col_padded(x_pad[:, rows.start:rows.stop + K - 1], K, "cols")
+        xp.matmul(cols, W2, out=out[images, rows].reshape(-1, F))      # (n*h*Wo, KH*KW*C) @ (KH*KW*C, F)
     out += b
     return out
     ### END SOLUTION
 
 
-def conv_backward(x, W, dout, pad, chunks, input_grad=True):
+def conv_backward(x, W, dout, pad, max_bytes=None, input_grad=True):
     """(dx, dW, db) of a stride-1 convolution, both gradients from one im2col of ``dout``
-    (dx is None without ``input_grad``).
+    (dx is None without ``input_grad``), block by block (see :func:`blocks`).
 
     The gradient reaching x[h, w] is the sum over taps (i, j) of dout[h - i + p, w - j + p] @ W[i, j].T:
     a convolution of dout, padded by K - 1 - p, with W flipped in both spatial axes and its
@@ -127,12 +161,16 @@ def conv_backward(x, W, dout, pad, chunks, input_grad=True):
     ### BEGIN SOLUTION
     xp = get_array_module(dout)
     K, _, C, F = W.shape
+    N, H, W_in, _ = x.shape
+    _, Ho, Wo, _ = dout.shape
     db = dout.sum(axis=(0, 1, 2))
     if not input_grad:  # the first layer: no dx, and the input's columns (3 channels) are the narrow ones
         dW2 = xp.zeros((K * K * C, F), dtype=W.dtype)
-        for chunk in chunks:
-            cols = im2col_padded(pad_into(x[chunk], pad, "pad"), K, "cols")
-            dW2 += cols.T @ dout[chunk].reshape(-1, F)                 # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F)
+        for images, rows in blocks(N, Ho, Wo * K * K * C * x.itemsize, max_bytes):
+            if rows.start == 0:
+                x_pad = pad_into(x[images], pad, "pad")
+            cols = im2col_padded(x_pad[:, rows.start:rows.stop + K - 1], K, "cols")
+            dW2 += cols.T @ dout[images, rows].reshape(-1, F)          # (KH*KW*C, n*h*Wo) @ (n*h*Wo, F)
         return None, dW2.reshape(W.shape), db
     # The flipped, channel-swapped kernel as a (K*K*F, C) matrix is the transposed view of a C-major copy:
     # that copy moves runs of F contiguous numbers, where transposing every (C, F) block moves single
@@ -140,12 +178,14 @@ def conv_backward(x, W, dout, pad, chunks, input_grad=True):
     W_flipped = xp.ascontiguousarray(W[::-1, ::-1].transpose(2, 0, 1, 3)).reshape(C, K * K * F).T
     dW_flipped = xp.empty((C, K * K * F), dtype=W.dtype)
     dx = xp.empty_like(x)
-    for number, chunk in enumerate(chunks):
-        dcols = im2col_padded(pad_into(dout[chunk], K - 1 - pad, "pad"), K, "cols")  # (n*H*W, KH*KW*F)
-        xp.matmul(dcols, W_flipped, out=dx[chunk].reshape(-1, C))      # (n*H*W, KH*KW*F) @ (KH*KW*F, C)
-        x_2d = x[chunk].reshape(-1, C)                                 # (n, H, W, C) -> (n*H*W, C)
-        if number == 0:  # the first chunk writes dW directly: no zero fill, no sum (often the only chunk)
-            xp.matmul(x_2d.T, dcols, out=dW_flipped)                   # (C, n*H*W) @ (n*H*W, KH*KW*F)
+    for number, (images, rows) in enumerate(blocks(N, H, W_in * K * K * F * x.itemsize, max_bytes)):
+        if rows.start == 0:                                            # new images: pad their dout once
+            dout_pad = pad_into(dout[images], K - 1 - pad, "pad")      # (n, H + K - 1, W + K - 1, F)
+        dcols = im2col_padded(dout_pad[:, rows.start:rows.stop + K - 1], K, "cols")  # (n*h*W, KH*KW*F)
+        xp.matmul(dcols, W_flipped, out=dx[images, rows].reshape(-1, C))  # (n*h*W, KH*KW*F) @ (KH*KW*F, C)
+        x_2d = x[images, rows].reshape(-1, C)                          # (n, h, W, C) -> (n*h*W, C)
+        if number == 0:  # the first block writes dW directly: no zero fill, no sum (often the only block)
+            xp.matmul(x_2d.T, dcols, out=dW_flipped)                   # (C, n*h*W) @ (n*h*W, KH*KW*F)
         else:
             dW_flipped += xp.matmul(x_2d.T, dcols, out=scratch("dW", dW_flipped.shape, W.dtype, xp))
     dW = dW_flipped.reshape(C, K, K, F)[:, ::-1, ::-1].transpose(1, 2, 0, 3)  # unflip: -> (KH, KW, C, F)
@@ -168,14 +208,14 @@ def maxpool_forward(x):
     ### END SOLUTION
 
 
-def maxpool_backward(x, out, dout):
+def maxpool_backward(x, out, dout, max_bytes=None):
     """Route each dout to the first (row-major) window position equal to its maximum.
 
     The winners are found again by comparing the cached input with the output,
     which both exist anyway (they are the neighbouring layers' activations).
-    The sixteen passes below run over slices of the batch of about ``POOL_CHUNK_BYTES``
-    of input (on the CPU), so that the arrays they read again are still in cache:
-    7.7 ms -> 5.0 ms for VGG16's first pool at 32x32, batch 64.
+    The sixteen passes below run block by block (:func:`blocks`, ``max_bytes`` of
+    input each), so that the arrays they read again are still in cache: on the CPU,
+    VGG16's first pool at 32x32, batch 64: 7.7 -> 5.0 ms with 1 MB blocks.
     """
     # [part pool] hint: for each window position in row-major order, route dout where x == out
     # and no earlier position won
@@ -184,20 +224,21 @@ def maxpool_backward(x, out, dout):
     N, Ho, Wo, C = dout.shape
     dx = xp.empty_like(x)                      # every window position is written below...
     dx[:, 2 * Ho:], dx[:, :, 2 * Wo:] = 0, 0   # ...but a dropped odd row or column gets zeros
-    step = N if xp is not np else max(1, POOL_CHUNK_BYTES // (x[0].size * x.itemsize))
-    taken = xp.empty((min(step, N), Ho, Wo, C), dtype=bool)
+    parts = blocks(N, Ho, 2 * x.shape[2] * C * x.itemsize, max_bytes)  # two input rows per output row
+    images, rows = parts[0]                    # the first block is the largest
+    taken = xp.empty((images.stop - images.start, rows.stop - rows.start, Wo, C), dtype=bool)
     wins = xp.empty_like(taken)
-    for start in range(0, N, step):
-        stop = min(start + step, N)
-        images = slice(start, stop)
-        taken_n, wins_n = taken[:stop - start], wins[:stop - start]
-        taken_n[...] = False
+    for images, rows in parts:
+        taken_b = taken[:images.stop - images.start, :rows.stop - rows.start]
+        wins_b = wins[:images.stop - images.start, :rows.stop - rows.start]
+        out_b, dout_b = out[images, rows], dout[images, rows]         # (n, h, Wo, C)
+        taken_b[...] = False
         for i in (0, 1):
             for j in (0, 1):
-                position = (images, slice(i, 2 * Ho, 2), slice(j, 2 * Wo, 2))
-                xp.equal(x[position], out[images], out=wins_n)         # (n, Ho, Wo, C)
-                xp.greater(wins_n, taken_n, out=wins_n)                # wins and not taken (True > False)
-                taken_n |= wins_n
-                xp.multiply(dout[images], wins_n, out=dx[position])
+                position = (images, slice(2 * rows.start + i, 2 * rows.stop, 2), slice(j, 2 * Wo, 2))
+                xp.equal(x[position], out_b, out=wins_b)
+                xp.greater(wins_b, taken_b, out=wins_b)                # wins and not taken (True > False)
+                taken_b |= wins_b
+                xp.multiply(dout_b, wins_b, out=dx[position])
     return dx
     ### END SOLUTION

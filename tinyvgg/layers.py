@@ -68,6 +68,11 @@ def _check_input(layer, x, ndim, channels, what):
         )
 
 
+def _column_bytes(x):
+    """The fast kernels' column-buffer size: cache-sized on a CPU (faster), the memory cap on a GPU."""
+    return min(IM2COL_MAX_BYTES, fastconv.CPU_CHUNK_BYTES) if get_array_module(x) is np else IM2COL_MAX_BYTES
+
+
 class Conv2D(Layer):
     """KxK convolution, stride 1, "same" zero padding: out = im2col(x) @ W + b.
 
@@ -114,10 +119,7 @@ class Conv2D(Layer):
         Ho, Wo, _ = self.output_shape((H, W, C))
         rows = max(Ho * Wo, H * W)  # the columns of x, or of dout for dx as a transposed convolution
         bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
-        cap = IM2COL_MAX_BYTES
-        if self.fast and get_array_module(x) is np:
-            cap = min(cap, fastconv.CPU_CHUNK_BYTES)  # cache-sized chunks run faster on a CPU
-        step = max(1, cap // bytes_per_image)
+        step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
         step = -(-N // -(-N // step))  # as many chunks, of equal size: no small last chunk (ceil divisions)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
@@ -130,7 +132,7 @@ class Conv2D(Layer):
         out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
         self.cache = x if train else None
         if self.fast:
-            return fastconv.conv_forward(x, self.params["W"], self.params["b"], self.pad, self._chunks(x), out)
+            return fastconv.conv_forward(x, self.params["W"], self.params["b"], self.pad, out, _column_bytes(x))
         # [part conv] hint: per chunk of the batch: out = im2col(x) @ W.reshape(K*K*C, F), then add b
         ### BEGIN SOLUTION
         W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
@@ -148,8 +150,7 @@ class Conv2D(Layer):
         xp = get_array_module(dout)
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
         if self.fast:
-            chunks = self._chunks(x, max(C, F) if input_grad else C)
-            dx, dW, db = fastconv.conv_backward(x, self.params["W"], dout, self.pad, chunks, input_grad)
+            dx, dW, db = fastconv.conv_backward(x, self.params["W"], dout, self.pad, _column_bytes(x), input_grad)
             self.grads = {"W": dW, "b": db}
             return dx
         # [part conv] hint: the dense rules on cols: dW = cols.T @ dout, dcols = dout @ W.T, dx = col2im(dcols)
@@ -215,7 +216,8 @@ class MaxPool2D(Layer):
 
     def backward(self, dout):
         if self.fast:
-            return fastconv.maxpool_backward(*self.cache, dout)
+            return fastconv.maxpool_backward(*self.cache, dout,
+                                             fastconv.POOL_CHUNK_BYTES if get_array_module(dout) is np else None)
         # [part pool] hint: each dout goes to the winning position of its window, 0 elsewhere
         # (and 0 for a dropped odd edge)
         ### BEGIN SOLUTION
