@@ -3,6 +3,7 @@
     python benchmarks/bench_vgg_step.py                       # both cases, ours only
     python benchmarks/bench_vgg_step.py --compare torch       # and PyTorch, interleaved
     python benchmarks/bench_vgg_step.py --case a --breakdown  # where the time goes
+    python benchmarks/bench_vgg_step.py --case a --compare torch --layers  # each convolution against PyTorch's
     python benchmarks/bench_vgg_step.py --backend cupy        # on a GPU (synchronized timing)
 
 Case a: 32x32x3 input, batch 64, 10 classes, fc_units 512.
@@ -182,6 +183,53 @@ def breakdown(model, step, repeats=3):
     return rows
 
 
+def conv_layers(model, case):
+    """(name, H, C, F) of each convolution of a VGG16 built for ``case``, in order."""
+    shape, layers = model.input_shape, []
+    for name, layer in zip(model.names, model.layers):
+        if type(layer).__name__ == "Conv2D":
+            layers.append((name, shape[0], layer.in_channels, layer.out_channels))
+        shape = layer.output_shape(shape)
+    return layers
+
+
+def compare_layers(model, case, args, repeats=5):
+    """Per convolution: our forward + backward against PyTorch's, in turn, each after a quiet gap.
+    The first layer skips dx, as in the training step."""
+    import torch
+    torch.set_num_threads(args.threads)
+    from tinyvgg.layers import Conv2D
+    rng, N, rows = np.random.default_rng(0), case["batch"], []
+    for number, (name, H, C, F) in enumerate(conv_layers(model, case)):
+        input_grad = number > 0
+        ours = Conv2D(C, F, rng=rng)
+        x = rng.standard_normal((N, H, H, C), np.float32)
+        dout = rng.standard_normal((N, H, H, F), np.float32)
+        conv = torch.nn.Conv2d(C, F, 3, padding=1)
+        x_t = torch.randn(N, C, H, H, requires_grad=input_grad)
+        dout_t = torch.randn(N, F, H, H)
+
+        def ours_step():
+            ours.forward(x, train=True)
+            ours.backward(dout, input_grad=input_grad)
+
+        def torch_step():
+            x_t.grad = None
+            conv.zero_grad(set_to_none=True)
+            conv(x_t).backward(dout_t)
+        ours_step(), torch_step()
+        ours_times, torch_times = [], []
+        for _ in range(repeats):
+            time.sleep(args.gap)
+            ours_times.append(timed(ours_step))
+            time.sleep(args.gap)
+            torch_times.append(timed(torch_step))
+        flops = (3 if input_grad else 2) * 2 * N * H * H * 9 * C * F
+        rows.append({"layer": name, "H": H, "C": C, "F": F, "ours_s": median(ours_times),
+                     "torch_s": median(torch_times), "gflop": flops / 1e9})
+    return rows
+
+
 def run_case(name, args, peak):
     case = CASES[name]
     model, ours = make_ours(case, args.backend)
@@ -214,6 +262,8 @@ def run_case(name, args, peak):
             result["torch_peak_mb"] = measure_memory("torch", name, args)
     if args.breakdown:
         result["breakdown_s"] = breakdown(model, ours)
+    if args.layers and torch_available():
+        result["layers"] = compare_layers(model, case, args)
     return result
 
 
@@ -230,14 +280,16 @@ def main():
                         "threads spin for ~0.1 s, and a PyTorch step started then runs up to 2x slower")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     p.add_argument("--breakdown", action="store_true", help="time each kind of work in our step")
+    p.add_argument("--layers", action="store_true",
+                   help="time each convolution (forward + backward) alone against PyTorch's (needs PyTorch)")
     p.add_argument("--json", default="benchmarks/results/vgg_step.json")
     p.add_argument("--memory-of", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args()
     backend.require(args.backend)
     if args.memory_of:
         return memory_of(args.memory_of, args.case, args.backend, args.threads)
-    if args.compare == "torch" and not torch_available():
-        print("PyTorch is not installed: the comparison column is skipped (pip install torch to see it).")
+    if (args.compare == "torch" or args.layers) and not torch_available():
+        print("PyTorch is not installed: the comparisons with it are skipped (pip install torch to see them).")
     info = machine_info()
     xp = backend.require(args.backend)
     peak = matmul_peak_gflops(xp=xp)
@@ -266,6 +318,14 @@ def main():
             print(f"\nbreakdown, case {r['case']} (seconds per step, share):")
             for key, seconds in sorted(r["breakdown_s"].items(), key=lambda kv: -kv[1]):
                 print(f"  {key:<24} {seconds:7.3f}  {seconds / total:5.1%}")
+    for r in results:
+        if r.get("layers"):
+            print(f"\nconvolutions alone, case {r['case']} (forward + backward, ms; GFLOP/s):")
+            print_table([[row["layer"], f"{row['H']}x{row['H']}", f"{row['C']}->{row['F']}",
+                          f"{row['ours_s'] * 1e3:.1f}", f"{row['torch_s'] * 1e3:.1f}",
+                          f"{row['ours_s'] / row['torch_s']:.2f}x", f"{row['gflop'] / row['ours_s']:.0f}",
+                          f"{row['gflop'] / row['torch_s']:.0f}"] for row in r["layers"]],
+                        ["layer", "size", "channels", "ours", "torch", "ours/torch", "ours GF/s", "torch GF/s"])
     write_json(args.json, {"machine": info, "matmul_peak_gflops": peak, "threads": args.threads,
                            "backend": args.backend, "results": results})
 

@@ -14,6 +14,9 @@ here because a benchmark (``benchmarks/``) showed it pays on the CPU:
 - **dx as a transposed convolution.** Instead of ``dcols = dout @ W.T`` and
   K*K slice-adds in ``col2im``, dL/dx is a convolution of the padded ``dout``
   with the flipped, transposed kernel: one im2col copy and one matmul.
+- **dW from the same columns.** Those columns of ``dout`` pair every position of
+  x with every tap, which is also what dW sums over: dW is ``x.T @ dcols`` with
+  the taps flipped, so the backward pass makes one im2col copy, not two.
 - **Cache-sized blocks on the CPU.** The batch is cut into blocks whose column
   buffer is at most ``CPU_CHUNK_BYTES`` (16 MB) rather than the memory cap
   (256 MB): the copy and the matmuls that read it then work on memory that is
