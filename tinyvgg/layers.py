@@ -120,7 +120,6 @@ class Conv2D(Layer):
         rows = max(Ho * Wo, H * W)  # the columns of x, or of dout for dx as a transposed convolution
         bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
         step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
-        step = -(-N // -(-N // step))  # as many chunks, of equal size: no small last chunk (ceil divisions)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
     def forward(self, x, train=False):
