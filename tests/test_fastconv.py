@@ -92,6 +92,17 @@ def test_convolution_in_row_bands_equals_the_reference(K, padding, limit_rows):
         np.testing.assert_allclose(db, ref.grads["b"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("K, padding", [(3, "same"), (2, "valid")])
+def test_convolution_in_row_bands_passes_the_gradient_check(K, padding, monkeypatch):
+    from tinyvgg.gradcheck import check_layer
+    rng = np.random.default_rng(K)
+    layer = Conv2D(3, 4, K, padding=padding, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 5, 4, 3))
+    monkeypatch.setattr(fastconv, "CPU_CHUNK_BYTES", 2 * 4 * K * K * 4 * 8)  # bands of two rows
+    assert len(fastconv.blocks(2, 5, 4 * K * K * 4 * 8, fastconv.CPU_CHUNK_BYTES)) > 2
+    assert max(check_layer(layer, x).values()) < 1e-6
+
+
 @pytest.mark.parametrize("limit_rows", [1, 2, 3, 7, 100])
 def test_pool_backward_in_blocks_equals_the_loops(limit_rows):
     from tinyvgg import naive
