@@ -92,6 +92,13 @@ def test_convolution_in_row_bands_equals_the_reference(K, padding, limit_rows):
         np.testing.assert_allclose(db, ref.grads["b"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layer", [Conv2D(3, 4), MaxPool2D()], ids=["conv", "pool"])
+def test_an_empty_batch_gives_empty_results(layer):
+    out = layer.forward(np.zeros((0, 6, 6, 3), np.float32), train=True)
+    assert out.shape[0] == 0
+    assert layer.backward(np.zeros(out.shape, np.float32)).shape == (0, 6, 6, 3)
+
+
 @pytest.mark.parametrize("K, padding", [(3, "same"), (2, "valid")])
 def test_convolution_in_row_bands_passes_the_gradient_check(K, padding, monkeypatch):
     from tinyvgg.gradcheck import check_layer

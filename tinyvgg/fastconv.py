@@ -89,6 +89,8 @@ def blocks(N, rows, bytes_per_row, max_bytes=None):
     def equal_step(total, most):  # the step that cuts `total` into as many pieces as `most` needs, equally
         pieces = -(-total // most)
         return -(-total // pieces)
+    if N == 0:
+        return []
     if max_bytes is None or rows * bytes_per_row <= max_bytes:
         step = N if max_bytes is None else equal_step(N, max_bytes // (rows * bytes_per_row))
         return [(slice(start, min(start + step, N)), slice(0, rows)) for start in range(0, N, step)]
@@ -229,6 +231,8 @@ def maxpool_backward(x, out, dout, max_bytes=None):
     dx = xp.empty_like(x)                      # every window position is written below...
     dx[:, 2 * Ho:], dx[:, :, 2 * Wo:] = 0, 0   # ...but a dropped odd row or column gets zeros
     parts = blocks(N, Ho, 2 * x.shape[2] * C * x.itemsize, max_bytes)  # two input rows per output row
+    if not parts:                              # an empty batch
+        return dx
     images, rows = parts[0]                    # the first block is the largest
     taken = xp.empty((images.stop - images.start, rows.stop - rows.start, Wo, C), dtype=bool)
     wins = xp.empty_like(taken)
