@@ -180,6 +180,12 @@ def test_chunked_convolution_equals_unchunked(monkeypatch, rng, fast):
         np.testing.assert_allclose(chunked[2][name], whole[2][name], rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_kernel_larger_than_the_input_gets_a_clear_error_on_both_paths(fast):
+    with pytest.raises(ValueError, match="a 3x3 kernel with padding 0 does not fit an input of 2x2 pixels"):
+        Conv2D(3, 4, padding="valid", fast=fast).forward(np.zeros((1, 2, 2, 3), np.float32))
+
+
 def test_conv_output_shape_and_clear_error_on_wrong_channels(rng):
     layer = Conv2D(3, 8, rng=rng)
     assert layer.output_shape((32, 32, 3)) == (32, 32, 8)

@@ -49,7 +49,8 @@ def conv_output_size(size, kernel_size, padding):
     return size + 2 * padding - kernel_size + 1
 
 
-def _output_hw(x_shape, kernel_size, pad):
+def output_hw(x_shape, kernel_size, pad):
+    """(Ho, Wo) of a stride-1 convolution of an (N, H, W, C) input, or a clear error when the kernel does not fit."""
     N, H, W, C = x_shape
     Ho = conv_output_size(H, kernel_size, pad)
     Wo = conv_output_size(W, kernel_size, pad)
@@ -76,7 +77,7 @@ def im2col(x, kernel_size=3, padding="same"):
     pad = resolve_padding(kernel_size, padding)
     N, H, W, C = x.shape
     K = kernel_size
-    Ho, Wo = _output_hw(x.shape, K, pad)
+    Ho, Wo = output_hw(x.shape, K, pad)
     x_pad = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (N, H+2p, W+2p, C)
     # [part im2col] hint: fill cols (N, Ho, Wo, K, K, C) with K*K slice copies: tap (i, j) is x_pad shifted by (i, j)
     ### BEGIN SOLUTION
@@ -100,7 +101,7 @@ def col2im(cols, x_shape, kernel_size=3, padding="same"):
     pad = resolve_padding(kernel_size, padding)
     N, H, W, C = x_shape
     K = kernel_size
-    Ho, Wo = _output_hw(x_shape, K, pad)
+    Ho, Wo = output_hw(x_shape, K, pad)
     cols = cols.reshape(N, Ho, Wo, K, K, C)  # (N*Ho*Wo, KH*KW*C) -> (N, Ho, Wo, KH, KW, C)
     # [part im2col] hint: add tap (i, j) of every patch back onto the padded gradient where im2col copied it from
     ### BEGIN SOLUTION

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import fastconv
 from .backend import get_array_module, to_device
-from .im2col import col2im, conv_output_size, im2col, resolve_padding
+from .im2col import col2im, im2col, output_hw, resolve_padding
 from .init import get_initializer
 
 #: Largest im2col buffer (bytes) a convolution builds at once. The batch is
@@ -105,9 +105,8 @@ class Conv2D(Layer):
         return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={K}, padding={self.padding!r})"
 
     def output_shape(self, input_shape):
-        H, W, _ = input_shape
-        K, p = self.kernel_size, self.pad
-        return conv_output_size(H, K, p), conv_output_size(W, K, p), self.out_channels
+        Ho, Wo = output_hw((1, *input_shape), self.kernel_size, self.pad)  # a clear error if K does not fit
+        return Ho, Wo, self.out_channels
 
     def multiply_adds(self, input_shape):
         Ho, Wo, F = self.output_shape(input_shape)
