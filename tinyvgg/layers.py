@@ -113,10 +113,11 @@ class Conv2D(Layer):
         return Ho * Wo * self.kernel_size**2 * self.in_channels * F
 
     def _chunks(self, x, channels=None):
-        """Slices of the batch whose im2col buffer, ``channels`` wide per tap, fits in IM2COL_MAX_BYTES."""
+        """Slices of the batch whose im2col buffer, ``channels`` (default C) wide per tap, fits in
+        IM2COL_MAX_BYTES. The reference code's chunks; the fast kernels cut their own (fastconv.blocks)."""
         N, H, W, C = x.shape
         Ho, Wo, _ = self.output_shape((H, W, C))
-        rows = max(Ho * Wo, H * W)  # the columns of x, or of dout for dx as a transposed convolution
+        rows = max(Ho * Wo, H * W)  # one row per output pixel; the larger count, to stay under the cap
         bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
         step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
