@@ -4,6 +4,7 @@
     python benchmarks/bench_vgg_step.py --compare torch       # and PyTorch, interleaved
     python benchmarks/bench_vgg_step.py --case a --breakdown  # where the time goes
     python benchmarks/bench_vgg_step.py --case a --compare torch --layers  # each convolution against PyTorch's
+    python benchmarks/bench_vgg_step.py --case a --compare torch --ceiling # the step if im2col copies were free
     python benchmarks/bench_vgg_step.py --backend cupy        # on a GPU (synchronized timing)
 
 Case a: 32x32x3 input, batch 64, 10 classes, fc_units 512.
@@ -94,6 +95,34 @@ def make_torch(case, threads):
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     return step
+
+
+def without_copies(case, backend_name):
+    """Our step with the im2col copies skipped: the same matmuls and elementwise work on columns left
+    over in the scratch buffers. Its numbers are wrong; its time is what the im2col route would cost if
+    the copies were free, a ceiling on what faster copies can win. A model of its own, so the real
+    step's weights are not disturbed (this one's may turn to inf or NaN: no slower to multiply)."""
+    from tinyvgg import fastconv
+    _, step = make_ours(case, backend_name)
+    real = fastconv.pad_into, fastconv.im2col_padded
+
+    def pad_skipped(x, pad, slot):
+        n, H, W, C = x.shape
+        return fastconv.scratch(slot, (n, H + 2 * pad, W + 2 * pad, C), x.dtype, backend.get_array_module(x))
+
+    def columns_skipped(x_pad, K, slot):
+        n, Hp, Wp, C = x_pad.shape
+        rows = n * (Hp - K + 1) * (Wp - K + 1)
+        return fastconv.scratch(slot, (rows, K * K * C), x_pad.dtype, backend.get_array_module(x_pad))
+
+    def step_without_copies():
+        fastconv.pad_into, fastconv.im2col_padded = pad_skipped, columns_skipped
+        try:
+            with np.errstate(all="ignore"):
+                step()
+        finally:
+            fastconv.pad_into, fastconv.im2col_padded = real
+    return step_without_copies
 
 
 def torch_available():
@@ -236,17 +265,17 @@ def run_case(name, args, peak):
     flops = training_flops(model, case)
     compare = args.compare == "torch" and torch_available()
     torch_step = make_torch(case, args.threads) if compare else None
+    ceiling_step = without_copies(case, args.backend) if args.ceiling else None
     for _ in range(args.warmup):
-        ours()
-        if torch_step:
-            torch_step()
-    ours_times, torch_times = [], []
-    for _ in range(args.steps):  # interleaved: both see the same machine load
-        time.sleep(args.gap)
-        ours_times.append(timed(ours))
-        if torch_step:
-            time.sleep(args.gap)  # see --gap: OpenBLAS's threads would otherwise still hold a core
-            torch_times.append(timed(torch_step))
+        for step in (ours, torch_step, ceiling_step):
+            if step:
+                step()
+    ours_times, torch_times, ceiling_times = [], [], []
+    for _ in range(args.steps):  # interleaved: all see the same machine load
+        for step, times in ((ours, ours_times), (torch_step, torch_times), (ceiling_step, ceiling_times)):
+            if step:
+                time.sleep(args.gap)  # see --gap: OpenBLAS's threads would otherwise still hold a core
+                times.append(timed(step))
     result = {"case": name, **case, "gflop_per_step": flops / 1e9, "ours_s": median(ours_times),
               "ours_times": ours_times}
     result["ours_images_per_s"] = case["batch"] / result["ours_s"]
@@ -256,6 +285,8 @@ def run_case(name, args, peak):
         result.update(torch_s=median(torch_times), torch_times=torch_times)
         result["ratio"] = result["ours_s"] / result["torch_s"]
         result["ratio_median_of_pairs"] = median([a / b for a, b in zip(ours_times, torch_times)])
+    if ceiling_step:
+        result.update(without_copies_s=median(ceiling_times), without_copies_times=ceiling_times)
     if args.memory:
         result["ours_peak_mb"] = measure_memory("ours", name, args)
         if compare:
@@ -282,6 +313,9 @@ def main():
     p.add_argument("--breakdown", action="store_true", help="time each kind of work in our step")
     p.add_argument("--layers", action="store_true",
                    help="time each convolution (forward + backward) alone against PyTorch's (needs PyTorch)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also time our step with the im2col copies skipped (wrong numbers, same matmuls): "
+                        "the most that faster copies could win")
     p.add_argument("--json", default="benchmarks/results/vgg_step.json")
     p.add_argument("--memory-of", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -312,6 +346,12 @@ def main():
             row += [f"{r.get('ours_peak_mb') or 0:.0f}", f"{r['torch_peak_mb']:.0f}" if r.get("torch_peak_mb") else "-"]
         rows.append(row)
     print_table(rows, headers)
+    for r in results:
+        if "without_copies_s" in r:
+            vs_torch = f", {r['without_copies_s'] / r['torch_s']:.2f}x PyTorch's" if "torch_s" in r else ""
+            print(f"\ncase {r['case']} with the im2col copies skipped (--ceiling): "
+                  f"{r['without_copies_s']:.3f} s/step{vs_torch}; the copies cost "
+                  f"{r['ours_s'] - r['without_copies_s']:.3f} s of our step")
     for r in results:
         if "breakdown_s" in r:
             total = sum(r["breakdown_s"].values())
