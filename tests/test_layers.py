@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from tinyvgg import backend, layers, naive
 from tinyvgg.gradcheck import check_layer, check_loss, check_model
-from tinyvgg.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
+from tinyvgg.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
 
 f64 = np.float64
 seeds = st.integers(0, 2**32 - 1)
@@ -81,8 +81,55 @@ def test_softmax_cross_entropy_gradient(N, K, seed):
     assert check_loss(SoftmaxCrossEntropy(), logits, rng.integers(0, K, N)) < 1e-6
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 3), (1, 1, 1, 5), (4, 2, 3, 1)])
+def test_batchnorm_gradients_with_batch_statistics(xp, backend_name, shape):
+    rng = np.random.default_rng(sum(shape))
+    layer = BatchNorm2D(shape[-1], dtype=f64)
+    layer.params = {"gamma": rng.uniform(0.5, 2, shape[-1]), "beta": rng.standard_normal(shape[-1])}
+    layer.to(backend_name)
+    x = xp.asarray(rng.standard_normal(shape) * 3 + 1)
+    errors = check_layer(layer, x, seed=1)
+    assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < 1e-6, errors
+
+
+def test_batchnorm_gradients_with_running_statistics_when_frozen(xp, backend_name, rng):
+    layer = BatchNorm2D(3, dtype=f64)
+    layer.params["gamma"] = rng.uniform(0.5, 2, 3)
+    layer.buffers = {"running_mean": rng.standard_normal(3), "running_var": rng.uniform(0.5, 2, 3)}
+    layer.trainable = False
+    layer.to(backend_name)
+    before = {k: backend.to_host(v).copy() for k, v in layer.buffers.items()}
+    errors = check_layer(layer, xp.asarray(rng.standard_normal((2, 3, 3, 3))))
+    assert max(errors.values()) < 1e-6, errors
+    for name, value in before.items():  # a frozen layer leaves its statistics alone
+        np.testing.assert_array_equal(backend.to_host(layer.buffers[name]), value)
+
+
+def test_batchnorm_normalizes_with_batch_statistics_and_tracks_running_ones(rng):
+    layer = BatchNorm2D(4, momentum=0.8, dtype=f64)
+    layer.params = {"gamma": np.array([1.0, 2.0, 0.5, 1.0]), "beta": np.array([0.0, 1.0, -1.0, 3.0])}
+    x = rng.standard_normal((5, 3, 2, 4)) * [1, 2, 3, 4] + [0, 10, -5, 1]
+    out = layer.forward(x, train=True).reshape(-1, 4)
+    mean, var = x.reshape(-1, 4).mean(axis=0), x.reshape(-1, 4).var(axis=0)
+    np.testing.assert_allclose(out, (x.reshape(-1, 4) - mean) / np.sqrt(var + 1e-5) * layer.params["gamma"]
+                               + layer.params["beta"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.mean(axis=0), layer.params["beta"], atol=1e-12)
+    m = 5 * 3 * 2
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.2 * mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.8 + 0.2 * var * m / (m - 1), rtol=1e-12)
+    # evaluation uses the running statistics and changes nothing
+    running = {k: v.copy() for k, v in layer.buffers.items()}
+    out_eval = layer.forward(x)
+    expected = (x - running["running_mean"]) / np.sqrt(running["running_var"] + 1e-5) * layer.params["gamma"] \
+        + layer.params["beta"]
+    np.testing.assert_allclose(out_eval, expected, rtol=1e-12, atol=1e-12)
+    assert layer.cache is None and all(np.array_equal(layer.buffers[k], running[k]) for k in running)
+    with pytest.raises(ValueError, match="BatchNorm2D expects input of shape"):
+        layer.forward(np.zeros((2, 4)))
+
+
 def test_whole_stack_passes_the_random_direction_check(rng):
-    stack = [Conv2D(3, 4, rng=rng, dtype=f64), ReLU(), MaxPool2D(),
+    stack = [Conv2D(3, 4, rng=rng, dtype=f64), BatchNorm2D(4, dtype=f64), ReLU(), MaxPool2D(),
              Conv2D(4, 6, rng=rng, dtype=f64), ReLU(), MaxPool2D(), Flatten(),
              Dense(2 * 2 * 6, 10, rng=rng, dtype=f64), ReLU(), Dropout(0.5, rng=rng),
              Dense(10, 5, rng=rng, dtype=f64)]
@@ -131,6 +178,7 @@ def all_layers(rng, dtype):
     """(layer, input) for every layer, in ``dtype``."""
     return [
         (Conv2D(3, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
+        (BatchNorm2D(3, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
         (MaxPool2D(), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
         (Dense(6, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 6)).astype(dtype)),
         (ReLU(), rng.standard_normal((2, 6)).astype(dtype)),

@@ -78,6 +78,23 @@ def test_a_whole_vgg_passes_the_random_direction_check():
     assert check_model(model, SoftmaxCrossEntropy(), x, np.array([0, 2]), directions=3) < 1e-6
 
 
+def test_vgg_bn_puts_batch_norm_between_each_convolution_and_its_relu():
+    model = vgg16(num_classes=1000, input_shape=(224, 224, 3), init="zeros", batch_norm=True)
+    assert model.names[:4] == ["block1_conv1", "block1_bn1", "block1_relu1", "block1_conv2"]
+    # torchvision's vgg16_bn: 138,365,992 parameters (gamma and beta of 4,224 channels) plus running statistics
+    assert model.num_params() == 138_357_544 + 2 * 4224 == 138_365_992
+    assert len(model.named_buffers()) == 2 * 13 and model.config["batch_norm"] is True
+    assert "block1_bn1.running_var" in model.named_buffers() and "block1_bn1.gamma" in model.named_params()
+
+
+def test_a_whole_vgg_bn_passes_the_random_direction_check():
+    rng = np.random.default_rng(1)
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=6, dtype=np.float64, rng=rng,
+                  batch_norm=True)
+    x = rng.standard_normal((3, 32, 32, 3))
+    assert check_model(model, SoftmaxCrossEntropy(), x, np.array([0, 2, 1]), directions=3) < 1e-6
+
+
 def test_sequential_runs_layers_in_order_and_rejects_duplicate_names():
     from tinyvgg.layers import Dense, ReLU
     model = Sequential([("a", Dense(2, 2, dtype=np.float64)), ("relu", ReLU())])

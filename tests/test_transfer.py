@@ -21,6 +21,15 @@ def test_dense_evaluation_equals_the_original_at_the_training_size():
     np.testing.assert_allclose(fc.forward(x)[:, 0, 0, :], model.forward(x), rtol=1e-12, atol=1e-12)
 
 
+def test_dense_evaluation_with_batch_norm_equals_the_original():
+    model = small(batch_norm=True)
+    rng = np.random.default_rng(2)
+    model.forward(rng.standard_normal((4, 64, 64, 3)), train=True)  # running statistics away from 0 and 1
+    x = rng.standard_normal((2, 64, 64, 3))
+    np.testing.assert_allclose(to_fully_convolutional(model).forward(x)[:, 0, 0, :], model.forward(x),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_dense_evaluation_gives_a_score_map_on_larger_images():
     fc = to_fully_convolutional(small())
     x = np.random.default_rng(0).standard_normal((2, 128, 96, 3))
@@ -50,6 +59,22 @@ def test_frozen_layers_do_not_change_during_training():
             assert not np.array_equal(value, before[name]), name
     with pytest.raises(ValueError, match="no layer named 'block9'"):
         freeze_until(model, "block9")
+
+
+def test_a_frozen_batch_norm_keeps_its_statistics_while_the_rest_trains():
+    rng = np.random.default_rng(0)
+    model = vgg11(num_classes=10, input_shape=(32, 32, 3), width=0.125, fc_units=16, rng=rng, batch_norm=True)
+    data = make_shapes(64, seed=0)
+    mean, std = data.channel_stats()
+    model.forward(BatchLoader(data, 64, mean, std).__iter__().__next__()[0], train=True)
+    freeze_until(model, "block2_pool")
+    before = {k: v.copy() for k, v in model.named_buffers().items()}
+    optimizer = SGD(model.named_params(trainable_only=True), lr=0.05)
+    assert "block1_bn1.gamma" not in optimizer.params and "block3_bn1.gamma" in optimizer.params
+    Trainer(model, optimizer, rng, progress=False).fit(BatchLoader(data, 32, mean, std), epochs=1)
+    for name, value in model.named_buffers().items():
+        changed = not np.array_equal(value, before[name])
+        assert changed == (not name.startswith(("block1", "block2"))), name
 
 
 def test_transfer_copies_matching_weights_and_leaves_a_new_head():
@@ -115,3 +140,12 @@ def test_malformed_or_mismatched_h5_files_get_clear_errors(keras_file, tmp_path)
         keras_vgg16(str(tmp_path / "bad.h5"))
     with pytest.raises(cli.UsageError, match="does not exist"):
         keras_vgg16(str(tmp_path / "missing.h5"))
+
+
+def test_transfer_copies_batch_norm_statistics_too():
+    source = vgg11(num_classes=10, input_shape=(32, 32, 3), width=0.125, fc_units=16, seed=1, batch_norm=True)
+    source.forward(np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32), train=True)
+    target = vgg11(num_classes=3, input_shape=(32, 32, 3), width=0.125, fc_units=16, seed=2, batch_norm=True)
+    transfer_params(source, target)
+    np.testing.assert_array_equal(target.named_buffers()["block2_bn1.running_mean"],
+                                  source.named_buffers()["block2_bn1.running_mean"])

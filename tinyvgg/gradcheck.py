@@ -217,7 +217,7 @@ def check_model(layers, loss_layer, x, labels, **kwargs):
 
 def _demo_layers(rng):
     """One small float64 instance of every layer, with an input that avoids kinks and ties."""
-    from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+    from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
     f64 = np.float64
     away_from_zero = rng.uniform(0.1, 1.0, (2, 4, 4, 3)) * rng.choice([-1.0, 1.0], (2, 4, 4, 3))
     dropout = Dropout(0.5, rng=rng)
@@ -225,6 +225,7 @@ def _demo_layers(rng):
     return [
         (Conv2D(3, 4, kernel_size=3, rng=rng, dtype=f64), rng.standard_normal((2, 5, 5, 3))),
         (Conv2D(3, 2, kernel_size=1, rng=rng, dtype=f64), rng.standard_normal((2, 3, 3, 3))),
+        (BatchNorm2D(3, dtype=f64), rng.standard_normal((2, 4, 4, 3)) * 2 + 1),
         (MaxPool2D(), rng.permutation(2 * 5 * 5 * 3).reshape(2, 5, 5, 3) / 10.0),  # distinct: no ties
         (Dense(6, 4, rng=rng, dtype=f64), rng.standard_normal((3, 6))),
         (ReLU(), away_from_zero),
@@ -239,7 +240,7 @@ def main(argv=None):
     argparse.ArgumentParser(prog="python -m tinyvgg.gradcheck",
                             description="Gradient-check every layer of tinyvgg and a small stack of them, "
                                         "in float64, and print the relative errors.").parse_args(argv)
-    from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
+    from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
     rng = np.random.default_rng(0)
     print(f"{'layer':<45} {'gradient':<8} {'relative error':>14}")
     for layer, x in _demo_layers(rng):
@@ -249,12 +250,12 @@ def main(argv=None):
     err = check_loss(SoftmaxCrossEntropy(), logits, rng.integers(0, 5, 4))
     print(f"{'SoftmaxCrossEntropy()':<45} {'dlogits':<8} {err:>14.2e}")
     f64 = np.float64
-    stack = [Conv2D(3, 4, rng=rng, dtype=f64), ReLU(), MaxPool2D(), Conv2D(4, 4, rng=rng, dtype=f64), ReLU(),
-             MaxPool2D(), Flatten(), Dense(16, 8, rng=rng, dtype=f64), ReLU(), Dropout(0.5, rng=rng),
-             Dense(8, 3, rng=rng, dtype=f64)]
+    stack = [Conv2D(3, 4, rng=rng, dtype=f64), BatchNorm2D(4, dtype=f64), ReLU(), MaxPool2D(),
+             Conv2D(4, 4, rng=rng, dtype=f64), ReLU(), MaxPool2D(), Flatten(), Dense(16, 8, rng=rng, dtype=f64),
+             ReLU(), Dropout(0.5, rng=rng), Dense(8, 3, rng=rng, dtype=f64)]
     x = rng.standard_normal((2, 8, 8, 3))
     err = check_model(stack, SoftmaxCrossEntropy(), x, rng.integers(0, 3, 2), directions=5)
-    print(f"{'conv-relu-pool x2, dense-relu-dropout-dense':<45} {'random v':<8} {err:>14.2e}")
+    print(f"{'a small CNN using every layer':<45} {'random v':<8} {err:>14.2e}")
     print(f"all gradient checks passed (tolerance {DEFAULT_TOL:g})")
 
 

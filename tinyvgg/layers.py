@@ -32,6 +32,7 @@ class Layer:
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}  # state that is saved but not trained, e.g. BatchNorm2D's running statistics
         self.cache = None
         self.trainable = True  # False: the optimizer leaves the parameters alone (fine-tuning)
 
@@ -50,9 +51,10 @@ class Layer:
         return 0
 
     def to(self, backend):
-        """Move parameters and gradients to ``"numpy"`` or ``"cupy"``; returns self."""
+        """Move parameters, gradients and buffers to ``"numpy"`` or ``"cupy"``; returns self."""
         self.params = {k: to_device(v, backend) for k, v in self.params.items()}
         self.grads = {k: to_device(v, backend) for k, v in self.grads.items()}
+        self.buffers = {k: to_device(v, backend) for k, v in self.buffers.items()}
         self.cache = None
         return self
 
@@ -167,6 +169,101 @@ class Conv2D(Layer):
         self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
                       "b": dout.sum(axis=(0, 1, 2))}
         return dx
+        ### END SOLUTION
+
+
+class BatchNorm2D(Layer):
+    """Batch normalization of every channel (Ioffe & Szegedy, 2015): out = gamma * xhat + beta.
+
+    xhat = (x - mean) / sqrt(var + eps), with each channel's mean and (biased) variance taken
+    over the m = N*H*W values of the batch when training, and the running averages otherwise.
+    x: (N, H, W, C) -> out: the same shape; gamma, beta: (C,), starting at 1 and 0.
+
+    Each layer then sees inputs of a steady scale whatever the layers before it learn, so
+    a deep stack trains from the first epoch at rates that would make it diverge without.
+    Training also updates ``buffers["running_mean"]`` and ``buffers["running_var"]``
+    (running <- momentum * running + (1 - momentum) * batch value; the variance unbiased,
+    times m / (m - 1)): state, not parameters: no gradient, no weight decay, no optimizer,
+    but saved in checkpoints. A frozen layer (``trainable = False``, fine-tuning) always
+    uses the running statistics and leaves them alone, as Keras does.
+
+    Backward (the compact form), per channel, sums and means over its m values. With
+    s = sqrt(var + eps), x_j reaches xhat_i directly and through the mean and the variance:
+    d xhat_i / d x_j = (delta_ij - 1/m) / s - xhat_i * xhat_j / (m s). Summing dL/dxhat_i =
+    gamma * dout_i times that over i:
+        dx = gamma / s * (dout - mean(dout) - xhat * mean(dout * xhat)),
+        dgamma = sum(dout * xhat),   dbeta = sum(dout).
+    With running statistics the mean and variance are constants: dx = gamma * dout / s.
+    """
+
+    def __init__(self, num_channels, momentum=0.9, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        if not 0 <= momentum < 1:
+            raise ValueError(f"BatchNorm2D momentum must be in [0, 1), got {momentum!r}.")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2D eps must be positive, got {eps!r}.")
+        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
+        self.params = {"gamma": np.ones(num_channels, dtype=dtype), "beta": np.zeros(num_channels, dtype=dtype)}
+        self.buffers = {"running_mean": np.zeros(num_channels, dtype=dtype),
+                        "running_var": np.ones(num_channels, dtype=dtype)}
+
+    def __repr__(self):
+        return f"BatchNorm2D({self.num_channels})"
+
+    def forward(self, x, train=False):
+        _check_input(self, x, 4, self.num_channels, "(N, H, W, C)")
+        xp = get_array_module(x)
+        C = self.num_channels
+        x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m, C)
+        m = x2.shape[0]
+        batch_stats = train and self.trainable
+        # [part batchnorm] hint: with batch statistics (batch_stats) the mean and biased variance of each
+        # column of x2, and the running averages updated (variance unbiased); else the running statistics.
+        # Then xhat = (x2 - mean) / sqrt(var + eps), out = gamma * xhat + beta; cache (xhat, inv_std, batch_stats)
+        ### BEGIN SOLUTION
+        if batch_stats:
+            ones = xp.ones(m, dtype=x.dtype)
+            mean = ones @ x2 / m                                # (m,) @ (m, C) -> (C,): column sums by BLAS
+            centred = x2 - mean                                 # (m, C)
+            var = ones @ (centred * centred) / m                # (C,), biased: what normalizes this batch
+            running = self.buffers
+            running["running_mean"] *= self.momentum
+            running["running_mean"] += (1 - self.momentum) * mean
+            running["running_var"] *= self.momentum
+            running["running_var"] += (1 - self.momentum) * var * (m / max(m - 1, 1))
+        else:
+            centred = x2 - self.buffers["running_mean"]
+            var = self.buffers["running_var"]
+        inv_std = 1 / xp.sqrt(var + self.eps)                   # (C,)
+        xhat = centred
+        xhat *= inv_std                                         # (m, C), in place of the centred values
+        out = xhat * self.params["gamma"]
+        out += self.params["beta"]
+        self.cache = (xhat, inv_std, batch_stats) if train else None
+        return out.reshape(x.shape)                             # (m, C) -> (N, H, W, C)
+        ### END SOLUTION
+
+    def backward(self, dout):
+        xp = get_array_module(dout)
+        dout2 = dout.reshape(-1, self.num_channels)             # (N, H, W, C) -> (m, C)
+        # [part batchnorm] hint: dgamma = sum(dout * xhat), dbeta = sum(dout) over the rows;
+        # dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat)), or gamma * dout / std with running
+        # statistics
+        ### BEGIN SOLUTION
+        xhat, inv_std, batch_stats = self.cache
+        m = dout2.shape[0]
+        ones = xp.ones(m, dtype=dout.dtype)
+        dbeta = ones @ dout2                                    # (m,) @ (m, C) -> (C,)
+        dgamma = ones @ (dout2 * xhat)                          # (C,)
+        self.grads = {"gamma": dgamma, "beta": dbeta}
+        scale = self.params["gamma"] * inv_std                  # (C,)
+        if not batch_stats:
+            return (dout2 * scale).reshape(dout.shape)
+        dx = xhat * (dgamma / m)                                # (m, C): xhat * mean(dout * xhat)
+        dx += dbeta / m                                         #   + mean(dout)
+        xp.subtract(dout2, dx, out=dx)                          # dout - mean(dout) - xhat * mean(dout * xhat)
+        dx *= scale
+        return dx.reshape(dout.shape)                           # (m, C) -> (N, H, W, C)
         ### END SOLUTION
 
 

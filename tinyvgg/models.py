@@ -1,13 +1,16 @@
 """Sequential models and the VGG family (Simonyan & Zisserman, 2014).
 
 A VGG network is a stack of 3x3 convolutions (each followed by ReLU), with a
-2x2 max-pool after each of five blocks, and three dense layers on top. The
-configurations differ only in how many convolutions each block has:
+2x2 max-pool after each of five blocks, and three dense layers on top. The four
+configurations built here differ only in how many 3x3 convolutions each block has:
 
     A (vgg11): 1, 1, 2, 2, 2      B (vgg13): 2, 2, 2, 2, 2
     D (vgg16): 2, 2, 3, 3, 3      E (vgg19): 2, 2, 4, 4, 4
 
-with 64, 128, 256, 512, 512 channels in blocks 1-5. Five pools divide the
+with 64, 128, 256, 512, 512 channels in blocks 1-5. (The paper's other two are not
+built: A-LRN adds local response normalization to A, which did not help, and C is B
+plus one 1x1 convolution in each of blocks 3-5.) ``batch_norm=True`` adds batch
+normalization after every convolution, the later VGG-BN variants. Five pools divide the
 image size by 32, so a 224x224 image reaches the top as 7x7x512 and a 32x32
 one as 1x1x512.
 
@@ -18,7 +21,7 @@ one as 1x1x512.
 import numpy as np
 
 from .backend import get_array_module
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 VGG_CONFIGS = {
     "vgg11": (1, 1, 2, 2, 2),
@@ -78,25 +81,35 @@ class Sequential:
         return {f"{name}.{key}": value for name, layer in zip(self.names, self.layers)
                 if layer.trainable or not trainable_only for key, value in layer.params.items()}
 
+    def named_buffers(self):
+        """``{"block1_bn1.running_mean": array, ...}``: state saved with the weights but never trained."""
+        return {f"{name}.{key}": value for name, layer in zip(self.names, self.layers)
+                for key, value in layer.buffers.items()}
+
     def named_grads(self, trainable_only=False):
         """The gradients of the last backward pass, keyed like :meth:`named_params`."""
         return {f"{name}.{key}": layer.grads[key] for name, layer in zip(self.names, self.layers)
                 if layer.trainable or not trainable_only for key in layer.params}
 
-    def load_params(self, params):
-        """Copy arrays into the parameters, in place; names and shapes must match exactly."""
-        own = self.named_params()
-        missing, unexpected = sorted(set(own) - set(params)), sorted(set(params) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"the parameters do not match this model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}; was it saved from another model configuration?")
-        for name, value in params.items():
-            if tuple(value.shape) != tuple(own[name].shape):
-                raise ValueError(f"parameter {name} has shape {tuple(value.shape)} but this model needs "
-                                 f"{tuple(own[name].shape)}; was it saved from another model configuration?")
-        for name, value in params.items():
-            target = own[name]
-            target[...] = get_array_module(target).asarray(value, dtype=target.dtype)
+    def load_params(self, params, buffers=None):
+        """Copy arrays into the parameters (and ``buffers``, e.g. running statistics), in place;
+        names and shapes must match exactly. ``buffers=None`` leaves the buffers as they are."""
+        targets = [("parameters", self.named_params(), params)]
+        if buffers is not None:
+            targets.append(("buffers", self.named_buffers(), buffers))
+        for what, own, given in targets:
+            missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+            if missing or unexpected:
+                raise ValueError(f"the {what} do not match this model: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}; was it saved from another model configuration?")
+            for name, value in given.items():
+                if tuple(value.shape) != tuple(own[name].shape):
+                    raise ValueError(f"{name} has shape {tuple(value.shape)} but this model needs "
+                                     f"{tuple(own[name].shape)}; was it saved from another model configuration?")
+        for _, own, given in targets:
+            for name, value in given.items():
+                target = own[name]
+                target[...] = get_array_module(target).asarray(value, dtype=target.dtype)
 
     def num_params(self):
         return int(sum(p.size for p in self.named_params().values()))
@@ -147,7 +160,7 @@ def _human_count(n):
 
 
 def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, fc_units=4096,
-        dropout=0.5, include_top=True, init="he_normal", seed=0, rng=None, dtype=np.float32):
+        dropout=0.5, include_top=True, init="he_normal", batch_norm=False, seed=0, rng=None, dtype=np.float32):
     """Build a VGG network (configuration A, B, D or E of the paper).
 
     depth: "vgg11" | "vgg13" | "vgg16" | "vgg19". input_shape: (H, W, C), H and W
@@ -155,8 +168,10 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     network 16x cheaper, for quick CPU runs). fc_units: width of the two hidden
     dense layers (4096 in the paper). include_top=False stops after the last
     pool: the convolutional base as a feature extractor. init: the weight
-    initializer's name (He for ReLU stacks). rng: a ``numpy.random.Generator``
-    for the weights and the dropout masks (else one seeded with ``seed``).
+    initializer's name (He for ReLU stacks). batch_norm=True builds the VGG-BN variant
+    (torchvision's ``vgg16_bn``): a :class:`~tinyvgg.layers.BatchNorm2D` after every
+    convolution, before its ReLU. rng: a ``numpy.random.Generator`` for the weights and
+    the dropout masks (else one seeded with ``seed``).
     """
     if depth not in VGG_CONFIGS:
         raise ValueError(f"unknown model {depth!r}: choose one of {', '.join(VGG_CONFIGS)}.")
@@ -167,13 +182,15 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
     config = dict(depth=depth, num_classes=num_classes, input_shape=tuple(input_shape), width=width,
-                  fc_units=fc_units, dropout=dropout, include_top=include_top, init=init)
+                  fc_units=fc_units, dropout=dropout, include_top=include_top, init=init, batch_norm=batch_norm)
     rng = np.random.default_rng(seed) if rng is None else rng
     layers, channels = [], C
     for block, (repeats, base) in enumerate(zip(VGG_CONFIGS[depth], BLOCK_CHANNELS), start=1):
         out_channels = max(1, round(base * width))
         for i in range(1, repeats + 1):
             layers.append((f"block{block}_conv{i}", Conv2D(channels, out_channels, 3, init=init, rng=rng, dtype=dtype)))
+            if batch_norm:
+                layers.append((f"block{block}_bn{i}", BatchNorm2D(out_channels, dtype=dtype)))
             layers.append((f"block{block}_relu{i}", ReLU(inplace=True)))
             channels = out_channels
         layers.append((f"block{block}_pool", MaxPool2D()))

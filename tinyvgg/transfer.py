@@ -91,16 +91,26 @@ def freeze_until(model, layer_name):
     return model.names[:stop + 1]
 
 
-def transfer_params(source, target):
+def transfer_params(source, target, buffers=None):
     """Copy every parameter whose name and shape match from ``source`` into ``target``.
 
-    Returns the names copied; the others (a new head, say) keep their fresh
-    initialization.
+    ``source``: a model, or a dict of arrays (a checkpoint's ``params``, with its
+    ``buffers`` passed too, so that batch normalization keeps its running statistics).
+    Returns the names of the parameters copied; the others (a new head, say) keep their
+    fresh initialization.
     """
-    target_params = target.named_params()
+    if not isinstance(source, dict):
+        source, buffers = source.named_params(), source.named_buffers()
+    copied = _copy_matching(source, target.named_params())
+    _copy_matching(buffers or {}, target.named_buffers())
+    return copied
+
+
+def _copy_matching(source, target):
+    """Copy the arrays of ``source`` into those of ``target`` with the same name and shape; their names."""
     copied = []
-    for name, value in source.items() if isinstance(source, dict) else source.named_params().items():
-        if name in target_params and tuple(target_params[name].shape) == tuple(value.shape):
-            target_params[name][...] = get_array_module(target_params[name]).asarray(np.asarray(to_host(value)))
+    for name, value in source.items():
+        if name in target and tuple(target[name].shape) == tuple(value.shape):
+            target[name][...] = get_array_module(target[name]).asarray(np.asarray(to_host(value)))
             copied.append(name)
     return copied
