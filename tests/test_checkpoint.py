@@ -58,3 +58,16 @@ def test_weights_of_another_model_are_refused(tmp_path):
     checkpoint.save(path, tiny(num_classes=3).named_params(), {})
     with pytest.raises(CheckpointError, match="does not fit this model"):
         checkpoint.load(path).load_into(tiny(num_classes=4))
+
+
+def test_batch_norm_running_statistics_are_saved_and_required(tmp_path):
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16, fc_units=8, batch_norm=True)
+    model.forward(np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32), train=True)
+    path = str(tmp_path / "bn.npz")
+    checkpoint.save(path, model.named_params(), {"model_config": model.config}, buffers=model.named_buffers())
+    rebuilt, _ = checkpoint.load_model(path)
+    for name, value in model.named_buffers().items():
+        assert value.any() and np.array_equal(rebuilt.named_buffers()[name], value), name
+    checkpoint.save(path, model.named_params(), {"model_config": model.config})  # the statistics left out
+    with pytest.raises(CheckpointError, match=r"the buffers do not match this model: missing \['block1_bn1"):
+        checkpoint.load_model(path)

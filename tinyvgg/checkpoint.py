@@ -4,6 +4,7 @@ Inside the file (a zip of NumPy arrays, read with ``allow_pickle=False`` so
 that loading never runs code from the file):
 
 - ``params/<name>``: every weight, e.g. ``params/block1_conv1.W``;
+- ``buffers/<name>``: state that is not trained, e.g. ``buffers/block1_bn1.running_mean``;
 - ``optimizer/<slot>/<name>``: momentum or Adam buffers, keyed the same way;
 - ``meta``: one JSON string: the model configuration, class names,
   normalization statistics, epoch, RNG state, optimizer settings, history.
@@ -30,21 +31,39 @@ class CheckpointError(ValueError):
 
 
 class Checkpoint:
-    """A loaded checkpoint: ``params`` and ``optimizer`` (dicts of NumPy arrays) and ``meta``."""
+    """A loaded checkpoint: ``params``, ``buffers`` and ``optimizer`` (dicts of NumPy arrays) and ``meta``."""
 
-    def __init__(self, params, optimizer, meta, path=None):
+    def __init__(self, params, optimizer, meta, path=None, buffers=None):
         self.params, self.optimizer, self.meta, self.path = params, optimizer, meta, path
+        self.buffers = dict(buffers or {})
 
     def normalization(self):
         """(mean, std), float32 per channel: how the training images were normalized."""
-        if "normalization" not in self.meta:
-            raise CheckpointError(f"{self.path or 'the checkpoint'} has no normalization statistics.")
-        return tuple(np.asarray(self.meta["normalization"][k], dtype=np.float32) for k in ("mean", "std"))
+        stats = self.meta.get("normalization")
+        try:
+            mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
+            valid = mean.shape == std.shape == (3,) and np.isfinite(mean).all() and (std > 0).all()
+        except (TypeError, KeyError, ValueError):
+            valid = False
+        if not valid:
+            raise CheckpointError(f"{self.path or 'the checkpoint'} has no valid normalization statistics "
+                                  "(three means and three positive standard deviations); was it written by tinyvgg?")
+        return mean, std
+
+    def class_names(self, count=None):
+        """The class names (a list of strings; ``count`` of them if given, one per output)."""
+        names = self.meta.get("class_names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+                or (count is not None and len(names) != count):
+            raise CheckpointError(f"{self.path or 'the checkpoint'} does not name its classes"
+                                  + (f" (one name for each of its {count} outputs)" if count is not None else "")
+                                  + "; was it written by tinyvgg?")
+        return names
 
     def load_into(self, model):
-        """Copy the weights into ``model``; a clear error if it is another configuration."""
+        """Copy the weights (and buffers) into ``model``; a clear error if it is another configuration."""
         try:
-            model.load_params(self.params)
+            model.load_params(self.params, self.buffers)
         except ValueError as err:
             raise CheckpointError(f"{self.path or 'the checkpoint'} does not fit this model: {err}") from None
 
@@ -65,45 +84,95 @@ def atomic_write(path, write):
         raise
 
 
-def save(path, params, meta, optimizer=None):
-    """Write a checkpoint: ``params`` and ``optimizer`` dicts of arrays (any backend), ``meta`` JSON-able."""
+def save(path, params, meta, optimizer=None, buffers=None):
+    """Write a checkpoint: ``params``, ``buffers`` and ``optimizer`` dicts of arrays (any backend), ``meta``
+    JSON-able."""
     arrays = {f"params/{k}": to_host(v) for k, v in params.items()}
+    arrays.update({f"buffers/{k}": to_host(v) for k, v in (buffers or {}).items()})
     arrays.update({f"optimizer/{k}": to_host(v) for k, v in (optimizer or {}).items()})
     meta = dict(meta, format=FORMAT, version=VERSION)
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def read_npz(path, max_bytes=None):
+    """``{name: array}`` of an .npz file, every header checked before any array is allocated.
+
+    ``np.load`` trusts each array's header: a crafted file that claims a 36 TiB array
+    makes it try to allocate one. Here each member must be a plain ``.npy`` array (no
+    objects: nothing is unpickled) whose header's size matches the bytes it holds, and
+    ``max_bytes`` (if given) caps their sum. Raises ValueError (or a zip error) otherwise.
+    """
+    arrays, total = {}, 0
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"{info.filename} is not an array")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
+                claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if claimed != info.file_size - f.tell():
+                    raise ValueError(f"{info.filename} claims {claimed:,} bytes of data but holds "
+                                     f"{info.file_size - f.tell():,}")
+            total += claimed
+            if max_bytes is not None and total > max_bytes:
+                raise ValueError(f"the arrays take more than {max_bytes:,} bytes")
+        for info in members:
+            with archive.open(info) as f:
+                arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
+
+
 def load(path):
-    """Read a checkpoint written by :func:`save`; one clear error for a missing, truncated or foreign file."""
+    """Read a checkpoint written by :func:`save`; one clear error for a missing, truncated, crafted or
+    foreign file (nothing in it is ever run or unpickled)."""
     if not os.path.exists(path):
         raise CheckpointError(f"the checkpoint {path} does not exist; pass the path of a .npz written by tinyvgg.")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"the checkpoint {path} is not a regular file; pass the path of a .npz written by "
+                              "tinyvgg.")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if "meta" not in f.files:
-                raise CheckpointError(f"{path} is an .npz file but not a tinyvgg checkpoint.")
-            meta = json.loads(str(f["meta"]))
-            params = {k[len("params/"):]: f[k] for k in f.files if k.startswith("params/")}
-            optimizer = {k[len("optimizer/"):]: f[k] for k in f.files if k.startswith("optimizer/")}
+        arrays = read_npz(path)
+        if "meta" not in arrays:
+            raise CheckpointError(f"{path} is an .npz file but not a tinyvgg checkpoint.")
+        meta = json.loads(str(arrays.pop("meta")))
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError) as err:
         raise CheckpointError(f"{path} is not a readable tinyvgg checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {err}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is an .npz file but not a tinyvgg checkpoint.")
-    return Checkpoint(params, optimizer, meta, path)
+    sections = {section: {k[len(section) + 1:]: v for k, v in arrays.items() if k.startswith(section + "/")}
+                for section in ("params", "optimizer", "buffers")}
+    return Checkpoint(sections["params"], sections["optimizer"], meta, path, sections["buffers"])
 
 
 def load_model(path, backend="numpy"):
     """(model, checkpoint): the model a checkpoint describes, with its weights, on ``backend``."""
     from .models import build_model
     ckpt = load(path)
-    if "model_config" not in ckpt.meta:
+    if not isinstance(ckpt.meta.get("model_config"), dict):
         raise CheckpointError(f"{path} has no model configuration; was it written by an older tool?")
     try:
         model = build_model(ckpt.meta["model_config"])
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path} describes a model tinyvgg cannot build: {err}") from None
     ckpt.load_into(model)
     return model.to(backend), ckpt
+
+
+def load_classifier(path, backend="numpy"):
+    """(model, checkpoint, class names, (mean, std)) for predicting: a model with its dense top, one
+    class name per output, and the normalization its inputs need; a clear error for anything else."""
+    model, ckpt = load_model(path, backend)
+    if not model.config.get("include_top", True):
+        raise CheckpointError(f"{path} holds a convolutional base without the dense top (include_top=False): it "
+                              "makes features, not class scores; fine-tune a head on it first with --finetune.")
+    return model, ckpt, ckpt.class_names(model.config["num_classes"]), ckpt.normalization()

@@ -1,7 +1,7 @@
 """``python -m tinyvgg.evaluate --checkpoint PATH --data DIR``: accuracy and a confusion matrix.
 
 --data takes the same values as training: a folder with one sub-folder per
-class (all of it is evaluated), "shapes" (the built-in validation images) or
+class (all of it is evaluated), "shapes" or "glyphs" (the built-in validation images) or
 "cifar10:PATH" (the test batch). Prints overall and per-class accuracy and
 writes the confusion matrix as an image.
 """
@@ -9,8 +9,8 @@ import argparse
 
 
 from . import backend, cli
-from .checkpoint import load_model
-from .data import BatchLoader, ImageFolder, open_dataset
+from .checkpoint import load_classifier
+from .data import BUILT_IN, BatchLoader, ImageFolder, open_dataset
 from .plots import confusion_matrix, plot_confusion, save_figure
 from .trainer import evaluate
 
@@ -18,8 +18,10 @@ from .trainer import evaluate
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyvgg.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="a best.npz or last.npz written by tinyvgg.train")
-    p.add_argument("--data", required=True, help='a folder of class sub-folders, "shapes" or "cifar10:PATH"')
-    p.add_argument("--confusion", default="confusion.png", help="where to write the confusion matrix image")
+    p.add_argument("--data", required=True, help='a folder of class sub-folders, "shapes", "glyphs" or "cifar10:PATH"')
+    p.add_argument("--confusion", help="where to write the confusion matrix image (default: confusion.png, or "
+                                       "confusion-2.png and so on if that exists)")
+    p.add_argument("--force", action="store_true", help="replace an existing --confusion file")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     return p.parse_args(argv)
@@ -29,18 +31,17 @@ def main(argv=None):
     args = parse_args(argv)
     if args.batch_size < 1:
         raise cli.UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    confusion = cli.output_path(args.confusion, "--confusion", args.force, default="confusion.png")
     backend.require(args.backend)
-    model, ckpt = load_model(args.checkpoint, args.backend)
-    names = ckpt.meta["class_names"]
+    model, _, names, (mean, std) = load_classifier(args.checkpoint, args.backend)
     size = model.input_shape[0]
-    if args.data.startswith(("shapes", "cifar10:")):
+    if args.data.partition(":")[0] in BUILT_IN or args.data.startswith("cifar10:"):
         _, dataset = open_dataset(args.data, size)
         if list(dataset.class_names) != list(names):
             raise cli.UsageError(f"--data {args.data} has classes {dataset.class_names}, "
                                  f"but the checkpoint was trained on {names}.")
     else:
         dataset = ImageFolder(args.data, size, class_names=names)
-    mean, std = ckpt.normalization()
     result = evaluate(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
                       progress=True)
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))
@@ -49,8 +50,8 @@ def main(argv=None):
         total = counts[k].sum()
         if total:
             print(f"  {name:<20} {counts[k, k] / total:.4f}  ({counts[k, k]}/{total})")
-    save_figure(plot_confusion(counts, names), args.confusion)
-    print(f"confusion matrix written to {args.confusion}")
+    save_figure(plot_confusion(counts, names), confusion)
+    print(f"confusion matrix written to {confusion}")
     return 0
 
 

@@ -19,10 +19,12 @@ takes RGB) and the normalization becomes mean = the mean pixel / 255, std = 1/25
 so ``predict`` and ``evaluate`` prepare images correctly with no special case.
 """
 import argparse
+import os
 
 import numpy as np
 
 from . import checkpoint, cli
+from .data import is_regular_file
 from .models import vgg16
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -34,6 +36,8 @@ def read_keras_weights(path):
         import h5py
     except ImportError:
         raise cli.UsageError('reading Keras .h5 files needs h5py: pip install -e ".[keras]"') from None
+    if os.path.exists(path) and not is_regular_file(path):
+        raise cli.UsageError(f"{path} is not a regular file; pass the path of a Keras VGG16 .h5 weights file.")
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f  # a whole saved model, or weights only
@@ -94,21 +98,26 @@ def keras_vgg16(path, preprocessing="caffe", class_names=None):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyvgg.import_keras", description=__doc__.split("\n")[0])
     p.add_argument("weights", help="vgg16_weights_tf_dim_ordering_tf_kernels.h5 (or the _notop file)")
-    p.add_argument("--out", default="vgg16_keras.npz", help="the tinyvgg checkpoint to write")
+    p.add_argument("--out", help="the tinyvgg checkpoint to write (default: vgg16_keras.npz, or vgg16_keras-2.npz "
+                                 "and so on if that exists)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--preprocessing", choices=["caffe", "none"], default="caffe",
                    help="caffe: Keras' BGR and mean-pixel preprocessing for these weights; none: inputs as given")
     p.add_argument("--class-names", help="a text file with one class name per line (e.g. the ImageNet labels)")
     args = p.parse_args(argv)
+    out = cli.output_path(args.out, "--out", args.force, default="vgg16_keras.npz")
     names = None
     if args.class_names:
+        if os.path.exists(args.class_names) and not is_regular_file(args.class_names):
+            raise cli.UsageError(f"--class-names {args.class_names} is not a regular file.")
         try:
             with open(args.class_names) as f:
                 names = [line.strip() for line in f if line.strip()]
         except OSError as err:
             raise cli.UsageError(f"cannot read --class-names {args.class_names}: {err.strerror}.") from None
     model, meta = keras_vgg16(args.weights, args.preprocessing, names)
-    checkpoint.save(args.out, model.named_params(), meta)
-    print(f"wrote {args.out}: VGG16, {model.num_params():,} parameters, "
+    checkpoint.save(out, model.named_params(), meta)
+    print(f"wrote {out}: VGG16, {model.num_params():,} parameters, "
           f"{'with' if model.config['include_top'] else 'without'} the dense top, {args.preprocessing} preprocessing")
     return 0
 

@@ -6,14 +6,15 @@ Uses the class names and normalization statistics stored in the checkpoint::
     cat.jpg: cat 0.912, dog 0.071, fox 0.009
 """
 import argparse
+import os
 import sys
 
 import numpy as np
 
 from . import backend, cli
 from .backend import to_device, to_host
-from .checkpoint import load_model
-from .data import decode_image
+from .checkpoint import load_classifier
+from .data import decode_image, is_regular_file
 from .transfer import softmax
 
 
@@ -31,12 +32,15 @@ def main(argv=None):
     if args.top_k < 1:
         raise cli.UsageError(f"--top-k must be at least 1, got {args.top_k}.")
     backend.require(args.backend)
-    model, ckpt = load_model(args.checkpoint, args.backend)
-    names = ckpt.meta["class_names"]
-    mean, std = ckpt.normalization()
+    model, _, names, (mean, std) = load_classifier(args.checkpoint, args.backend)
     size = model.input_shape[0]
     failed = 0
     for path in args.images:
+        if not is_regular_file(path):
+            reason = "it does not exist" if not os.path.lexists(path) else "it is not a regular file"
+            print(f"error: cannot read {path} ({reason}); skipping it.", file=sys.stderr)
+            failed += 1
+            continue
         try:
             image = decode_image(path, size)
         except Exception as err:
