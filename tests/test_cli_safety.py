@@ -1,0 +1,263 @@
+"""Runs that never overwrite each other, exact resumes, and careless or hostile input to the CLIs.
+
+Every case goes through the command-line tools in a subprocess: one clear sentence,
+a non-zero exit, no traceback, and no file of another run touched.
+"""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyvgg import checkpoint
+from tinyvgg.models import vgg11
+from tinyvgg.runs import RunFolder
+
+TINY = ["--model", "vgg11", "--width", "0.0625", "--fc-units", "16", "--batch-size", "32", "--quiet"]
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file types and signals")
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def run(module, *args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", f"tinyvgg.{module}", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_clear_error(result, *phrases):
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    for name in ("A", "B"):
+        result = run("train", "--data", "shapes:200", "--epochs", "1", "--out", base / name, *TINY)
+        assert result.returncode == 0, result.stderr
+    return base
+
+
+def images(folder, classes=("red", "blue"), count=6):
+    for k, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (32, 32), (200 * (k == 0), 10 * i, 200 * (k == 1))).save(folder / name / f"{i}.png")
+    return folder
+
+
+# ---------------------------------------------------------------- one run per folder
+
+def test_resume_never_writes_over_another_run(two_runs):
+    before = snapshot(two_runs / "B")
+    result = run("train", "--resume", two_runs / "A" / "last.npz", "--out", two_runs / "B", "--epochs", "2")
+    assert_clear_error(result, "already holds another run", "checkpoint's own folder")
+    assert snapshot(two_runs / "B") == before
+
+
+def test_resume_continues_in_a_new_folder_and_leaves_the_old_one(two_runs, tmp_path):
+    before = snapshot(two_runs / "A")
+    result = run("train", "--resume", two_runs / "A" / "last.npz", "--out", tmp_path / "A2", "--epochs", "2",
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.load(str(tmp_path / "A2" / "last.npz")).meta["epoch"] == 2
+    assert snapshot(two_runs / "A") == before
+
+
+def test_a_second_training_in_a_busy_folder_is_refused(two_runs, tmp_path):
+    with RunFolder(str(tmp_path / "busy")):  # as a training that is running there holds it
+        result = run("train", "--data", "shapes:200", "--epochs", "1", "--out", tmp_path / "busy", *TINY)
+        assert_clear_error(result, "another training is writing to", "choose another --out")
+        resumed = run("train", "--resume", two_runs / "A" / "last.npz", "--out", tmp_path / "busy")
+        assert_clear_error(resumed, "another training is writing to")
+    assert os.listdir(tmp_path / "busy") == [".lock"]
+
+
+def test_stale_temporary_files_are_removed_when_the_run_goes_on(two_runs, tmp_path):
+    folder = tmp_path / "A"
+    folder.mkdir()
+    for name in os.listdir(two_runs / "A"):
+        (folder / name).write_bytes((two_runs / "A" / name).read_bytes())
+    (folder / ".tmp-x1y2last.npz").write_bytes(b"half a checkpoint, from a killed save")
+    result = run("train", "--resume", folder / "last.npz", "--epochs", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]
+
+
+def test_the_run_folder_is_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = run("train", "--out", tmp_path / "file" / "run", *TINY, timeout=60)
+    assert_clear_error(result, "cannot write the run folder")
+    assert "epoch" not in result.stdout
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root writes to read-only folders")
+def test_a_read_only_place_for_the_run_is_refused_at_once(tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    result = run("train", "--out", tmp_path / "locked" / "run", *TINY, timeout=60)
+    assert_clear_error(result, "cannot write the run folder")
+
+
+# ---------------------------------------------------------------- exact resume after Ctrl-C
+
+@POSIX
+def test_ctrl_c_mid_epoch_then_resume_is_bit_identical_to_the_straight_run(tmp_path):
+    args = ["--data", "shapes:3000", "--epochs", "3", *TINY]
+    assert run("train", *args, "--out", tmp_path / "straight").returncode == 0
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvgg.train", *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "curves.png").exists() and time.time() < deadline:  # the last thing epoch 1 writes
+        time.sleep(0.05)
+    time.sleep(0.5)  # now in the middle of epoch 2
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: saved the state at epoch 2, step" in stderr and "Traceback" not in stderr
+    position = checkpoint.load(str(out / "last.npz")).meta["position"]
+    assert position["epoch"] == 1 and 0 < position["step"] < 94
+    result = run("train", "--resume", out / "last.npz", "--epochs", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
+    straight = checkpoint.load(str(tmp_path / "straight" / "last.npz"))
+    resumed = checkpoint.load(str(out / "last.npz"))
+    assert resumed.meta["history"]["loss"] == straight.meta["history"]["loss"]
+    for name, p in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[name], p, err_msg=name)
+
+
+# ---------------------------------------------------------------- files that are not what they seem
+
+@POSIX
+def test_named_pipes_are_never_opened(tmp_path, two_runs):
+    data = images(tmp_path / "data")
+    os.mkfifo(data / "red" / "trap.png")
+    result = run("train", "--data", data, "--epochs", "1", "--out", tmp_path / "run", *TINY, timeout=120)
+    assert result.returncode == 0, result.stderr
+    os.mkfifo(tmp_path / "pipe.png")
+    result = run("predict", tmp_path / "pipe.png", data / "red" / "0.png", "--checkpoint", two_runs / "A" / "best.npz",
+                 timeout=60)
+    assert_clear_error(result, "pipe.png (it is not a regular file)")
+    assert "0.png: " in result.stdout
+    os.mkfifo(tmp_path / "pipe.npz")
+    assert_clear_error(run("predict", data / "red" / "0.png", "--checkpoint", tmp_path / "pipe.npz", timeout=60),
+                       "is not a regular file")
+
+
+def test_one_class_is_refused(tmp_path):
+    data = images(tmp_path / "data", classes=("only",))
+    assert_clear_error(run("train", "--data", data, "--out", tmp_path / "run", *TINY), "needs at least two")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of raw bytes are a POSIX thing")
+def test_a_class_folder_name_that_is_not_utf8_is_refused_before_training(tmp_path):
+    data = images(tmp_path / "data")
+    os.rename(os.fsencode(data / "blue"), os.fsencode(data) + b"/bl\xe9u")
+    result = run("train", "--data", data, "--out", tmp_path / "run", *TINY)
+    assert_clear_error(result, "not valid UTF-8; rename it")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root reads unreadable folders")
+def test_an_unreadable_class_folder_is_named(tmp_path):
+    data = images(tmp_path / "data")
+    (data / "blue").chmod(0)
+    try:
+        assert_clear_error(run("train", "--data", data, "--out", tmp_path / "run", *TINY), "cannot read the class")
+    finally:
+        (data / "blue").chmod(0o755)
+
+
+# ---------------------------------------------------------------- crafted checkpoints
+
+def crafted(path, meta=None, arrays=None, drop=()):
+    """A checkpoint of a tiny model with its meta changed (keys in ``drop`` removed)."""
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16, fc_units=8)
+    full = {"model_config": model.config, "class_names": ["a", "b", "c"],
+            "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}, "args": {}, "history": {}, "epoch": 1}
+    full.update(meta or {})
+    for key in drop:
+        full.pop(key)
+    checkpoint.save(str(path), arrays or model.named_params(), full)
+    return path
+
+
+def huge_header_npz(path):
+    """An .npz whose one array claims 2**42 float64 (32 TiB) but holds 16 bytes."""
+    header = io.BytesIO()  # the magic string and a header, as np.save writes them
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**42,)})
+    meta = io.BytesIO()
+    np.save(meta, np.array(json.dumps({"format": "tinyvgg-checkpoint"})))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("params/x.npy", header.getvalue() + b"\0" * 16)
+        archive.writestr("meta.npy", meta.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("make, command, phrase", [
+    (lambda p: crafted(p, drop=("class_names",)), "predict", "does not name its classes"),
+    (lambda p: crafted(p, {"class_names": ["a", "b"]}), "predict", "one name for each of its 3 outputs"),
+    (lambda p: crafted(p, {"class_names": "abc"}), "evaluate", "does not name its classes"),
+    (lambda p: crafted(p, {"normalization": {"mean": "x"}}), "predict", "no valid normalization"),
+    (lambda p: crafted(p, {"model_config": {"depth": "vgg99"}}), "predict", "cannot build"),
+    (lambda p: crafted(p, {"model_config": "vgg16"}), "predict", "has no model configuration"),
+    (lambda p: crafted(p, {"args": "x"}), "train", "no training state"),
+    ("damaged", "train", "training state is missing or damaged"),
+    (lambda p: huge_header_npz(p), "predict", "claims 35,184,372,088,832 bytes of data but holds 16"),
+    (lambda p: crafted(p, {"model_config": dict(vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16,
+                                                      fc_units=8, include_top=False).config)},
+                       arrays=vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16, fc_units=8,
+                                    include_top=False).named_params()), "predict", "without the dense top"),
+])
+def test_crafted_checkpoints_get_one_sentence(tmp_path, two_runs, make, command, phrase):
+    if make == "damaged":  # a real last.npz whose RNG state was tampered with
+        arrays = checkpoint.read_npz(str(two_runs / "A" / "last.npz"))
+        meta = json.loads(str(arrays.pop("meta")))
+        meta["rng_state"] = "x"
+        np.savez(tmp_path / "crafted.npz", meta=np.array(json.dumps(meta)), **arrays)
+        path = tmp_path / "crafted.npz"
+    else:
+        path = make(tmp_path / "crafted.npz")
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    args = {"predict": [tmp_path / "x.png", "--checkpoint", path],
+            "evaluate": ["--checkpoint", path, "--data", "shapes:100", "--confusion", tmp_path / "c.png"],
+            "train": ["--resume", path, "--epochs", "2", "--quiet"]}[command]
+    assert_clear_error(run(command, *args, timeout=120), phrase)
+
+
+# ---------------------------------------------------------------- output files
+
+def test_evaluate_never_replaces_a_file_it_did_not_write(two_runs, tmp_path):
+    (tmp_path / "confusion.png").write_bytes(b"someone's picture")
+    result = run("evaluate", "--checkpoint", two_runs / "A" / "best.npz", "--data", "shapes:100", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "confusion matrix written to confusion-2.png" in result.stdout
+    assert (tmp_path / "confusion.png").read_bytes() == b"someone's picture"
+    result = run("evaluate", "--checkpoint", two_runs / "A" / "best.npz", "--data", "shapes:100",
+                 "--confusion", tmp_path / "confusion.png")
+    assert_clear_error(result, "already exists; pass --force")
+    assert_clear_error(run("evaluate", "--checkpoint", two_runs / "A" / "best.npz", "--data", "shapes:100",
+                           "--confusion", tmp_path / "missing" / "c.png"), "does not exist; create it first")
+    assert (tmp_path / "confusion.png").read_bytes() == b"someone's picture"
+
+
+def test_import_keras_never_replaces_a_checkpoint_unasked(tmp_path):
+    (tmp_path / "best.npz").write_bytes(b"a trained model")
+    result = run("import_keras", tmp_path / "weights.h5", "--out", tmp_path / "best.npz")
+    assert_clear_error(result, "already exists; pass --force")
+    assert (tmp_path / "best.npz").read_bytes() == b"a trained model"
+    assert_clear_error(run("import_keras", tmp_path / "weights.h5", "--out", tmp_path / "no" / "x.npz"),
+                       "does not exist; create it first")
