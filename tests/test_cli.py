@@ -92,6 +92,7 @@ def test_a_folder_of_images_trains(tmp_path):
 def bad_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "noimages" / "cats").mkdir(parents=True)
+    (tmp_path / "noimages" / "dogs").mkdir(parents=True)
     return tmp_path
 
 
@@ -103,11 +104,22 @@ def bad_folders(tmp_path):
     (["--epochs", "0"], ["error:", "--epochs must be positive"]),
     (["--optimizer", "rmsprop"], ["invalid choice: 'rmsprop'"]),
     (["--resume", "{tmp}/nothing.npz"], ["error:", "does not exist"]),
+    (["--lr", "nan"], ["error:", "--lr must be a finite number, got nan"]),
+    (["--lr", "inf"], ["error:", "--lr must be a finite number, got inf"]),
+    (["--lr", "-0.1"], ["error:", "--lr must be positive"]),
+    (["--weight-decay", "nan"], ["error:", "--weight-decay must be a finite number"]),
+    (["--width", "nan"], ["error:", "--width must be a finite number"]),
+    (["--width", "64"], ["error:", "--width must be at most 4"]),
+    (["--image-size", "64000"], ["error:", "--image-size must be divisible by 32", "at most 1024"]),
+    (["--clip-norm", "0"], ["error:", "--clip-norm must be positive"]),
+    (["--warmup-epochs", "-1"], ["error:", "--warmup-epochs must be zero or positive"]),
+    (["--data", "shapes:0"], ["error:", "at least 10"]),
+    (["--data", "glyphs:99999999"], ["error:", "GiB of memory"]),
 ])
 def test_bad_input_gets_one_clear_sentence(tmp_path, args, phrases):
     bad_folders(tmp_path)
     args = [a.format(tmp=tmp_path) for a in args]
-    result = run("train", *args, "--out", tmp_path / "run", *TINY)
+    result = run("train", *TINY, *args, "--out", tmp_path / "run")  # args last: they override TINY
     assert_clear_error(result, *phrases)
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
 
@@ -124,6 +136,16 @@ def cupy_state():
     except BackendUnavailable:
         return "no device"
     return "usable"
+
+
+def test_a_diverging_run_exits_with_one_sentence_and_keeps_its_files(tmp_path):
+    out = tmp_path / "run"
+    result = run("train", "--data", "shapes:200", "--epochs", "3", "--lr", "1e4", "--warmup-epochs", "0",
+                 "--out", out, *TINY)
+    assert_clear_error(result, "training diverged at step", "Try a lower --lr (this run used 10000)",
+                       "--warmup-epochs", "--batch-norm", "--clip-norm")
+    assert "RuntimeWarning" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "best.npz").exists()  # nothing non-finite was ever saved as best
 
 
 def test_backend_cupy_when_cupy_is_not_installed(tmp_path):

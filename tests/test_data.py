@@ -7,6 +7,7 @@ from PIL import Image
 
 from tinyvgg import data
 from tinyvgg.data import BatchLoader, DataError, ImageFolder, make_shapes
+from tinyvgg.glyphs import make_glyphs
 
 
 def write_image(path, mode="RGB", size=(20, 14), color=(200, 30, 30)):
@@ -57,8 +58,9 @@ def test_image_folder_reads_every_format_and_mode(folder):
 
 
 def test_rgba_is_composited_on_white(tmp_path):
-    (tmp_path / "a").mkdir()
-    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "a" / "clear.png")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / name / "clear.png")
     ds = ImageFolder(str(tmp_path), image_size=32, progress=False)
     assert ds.load([0]).min() == 255
 
@@ -74,7 +76,10 @@ def test_unreadable_image_is_skipped_with_its_name(folder):
 @pytest.mark.parametrize("setup, message", [
     (lambda root: None, "does not exist"),
     (lambda root: root.mkdir(), "no class sub-folders"),
-    (lambda root: (root / "cats").mkdir(parents=True), r"class folder .*cats has no images"),
+    (lambda root: [(root / name).mkdir(parents=True) for name in ("cats", "dogs")],
+     r"class folder .*cats has no images"),
+    (lambda root: write_image(((root / "cats").mkdir(parents=True), root / "cats" / "x.png")[1]),
+     r"has one class \(cats\); a classifier needs at least two"),
     (lambda root: root.write_text("x"), "is not a folder"),
 ])
 def test_bad_folders_get_one_clear_error(tmp_path, setup, message):
@@ -85,8 +90,9 @@ def test_bad_folders_get_one_clear_error(tmp_path, setup, message):
 
 
 def test_only_unreadable_images_is_an_error(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.png").write_bytes(b"not a png")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(b"not a png")
     with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable images"):
         ImageFolder(str(tmp_path), image_size=32, progress=False)
 
@@ -154,8 +160,28 @@ def test_split_is_seeded_stratified_and_disjoint():
 def test_open_dataset_values():
     train, val = data.open_dataset("shapes:120", 32)
     assert len(train) == 120 and len(val) == 100
-    with pytest.raises(DataError, match="integer"):
-        data.open_dataset("shapes:many", 32)
+    train, val = data.open_dataset("glyphs:30", 32)
+    assert len(train) == 30 and train.class_names == list("0123456789")
+    for spec in ("shapes:many", "shapes:0", "glyphs:-5", "shapes:9"):
+        with pytest.raises(DataError, match="whole number of at least 10"):
+            data.open_dataset(spec, 32)
+    with pytest.raises(DataError, match=r"would take \d+ GiB of memory; ask for at most"):
+        data.open_dataset("shapes:99999999", 32)
+
+
+def test_glyphs_are_seeded_balanced_and_not_solvable_by_colour():
+    a, b = make_glyphs(200, seed=3), make_glyphs(200, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(make_glyphs(200, seed=4).images, a.images)
+    assert np.bincount(a.labels).tolist() == [20] * 10
+    assert a.images.dtype == np.uint8 and a.images.shape == (200, 32, 32, 3)
+    # every class spans the colours: the mean colour of an image says nothing about its digit
+    many = make_glyphs(1000, seed=5)
+    means = many.images.reshape(1000, -1, 3).mean(axis=1)
+    class_means = np.stack([means[many.labels == k].mean(axis=0) for k in range(10)])
+    assert np.ptp(class_means, axis=0).max() < 40  # 100 images a class: chance alone spreads them ~25
+    assert make_glyphs(10, seed=0, image_size=64).images.shape == (10, 64, 64, 3)
 
 
 def test_batches_are_normalized_shuffled_by_seed_and_complete():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tinyvgg.optim import SGD, Adam, ReduceLROnPlateau, StepLR
+from tinyvgg.optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau, StepLR, clip_grad_norm
 
 
 def params_and_grads():
@@ -103,3 +103,53 @@ def test_step_schedule():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         SGD({"w": np.zeros(2)}, **kwargs)
+
+
+def test_warmup_ramps_linearly_from_a_tenth_then_leaves_the_rate_alone():
+    params, grads = params_and_grads()
+    opt = SGD(params, lr=0.5)
+    warmup = LinearWarmup(opt, steps=4, start_factor=0.1)
+    seen = []
+    for _ in range(6):
+        warmup.step()
+        seen.append(opt.lr)
+        opt.step(grads)
+    np.testing.assert_allclose(seen, [0.05, 0.1625, 0.275, 0.3875, 0.5, 0.5])
+    assert not warmup.active
+    opt.lr = 0.05  # a later schedule's change is kept
+    warmup.step()
+    assert opt.lr == 0.05
+
+
+def test_warmup_continues_from_the_optimizers_count_after_a_resume():
+    params, grads = params_and_grads()
+    opt = SGD(params, lr=1.0)
+    warmup = LinearWarmup(opt, steps=10)
+    for _ in range(3):
+        warmup.step()
+        opt.step(grads)
+    arrays, scalars = opt.state_dict()
+    fresh = SGD({k: v.copy() for k, v in params.items()}, lr=1.0)
+    fresh.load_state_dict(arrays, scalars)
+    again = LinearWarmup(fresh, steps=99)
+    again.load_state_dict(warmup.state_dict())
+    again.step()
+    warmup.step()
+    assert fresh.lr == opt.lr == pytest.approx(0.1 + 0.9 * 3 / 10)
+    with pytest.raises(ValueError, match="start_factor"):
+        LinearWarmup(opt, 5, start_factor=0)
+
+
+def test_clip_grad_norm_bounds_the_global_norm_and_keeps_the_direction():
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(5)}
+    original = {k: v.copy() for k, v in grads.items()}
+    norm = float(np.sqrt(sum((g * g).sum() for g in original.values())))
+    assert float(clip_grad_norm(grads, norm / 2)) == pytest.approx(norm)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], original[k] / 2, rtol=1e-12)
+    assert float(clip_grad_norm(grads, 10 * norm)) == pytest.approx(norm / 2)  # small enough: unchanged
+    for k in grads:
+        np.testing.assert_allclose(grads[k], original[k] / 2, rtol=1e-12)
+    with pytest.raises(ValueError, match="max_norm must be positive"):
+        clip_grad_norm(grads, float("nan"))

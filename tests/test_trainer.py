@@ -6,8 +6,9 @@ import pytest
 from tinyvgg import checkpoint
 from tinyvgg.data import BatchLoader, make_shapes
 from tinyvgg.models import vgg11
-from tinyvgg.optim import SGD, Adam, ReduceLROnPlateau
-from tinyvgg.trainer import BestCheckpoint, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer
+from tinyvgg.optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau
+from tinyvgg.trainer import (BestCheckpoint, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
+                             TrainingDiverged)
 
 
 def small_model(rng, num_classes=10, dropout=0.5):
@@ -42,32 +43,35 @@ def test_loss_falls_on_the_built_in_data():
     assert trainer.history["loss"][-1] < trainer.history["loss"][0] - 0.05
 
 
-def make_trainer(rng, folder, opt=SGD):
-    model = small_model(rng)
+def make_trainer(rng, folder, opt=SGD, batch_norm=False):
+    model = small_model(rng) if not batch_norm else \
+        vgg11(num_classes=10, input_shape=(32, 32, 3), width=0.125, fc_units=32, rng=rng, batch_norm=True)
     optimizer = opt(model.named_params(), lr=0.01)
     callbacks = [EarlyStopping(5), HistoryWriter(str(folder)), LastCheckpoint(str(folder / "last.npz"))]
     return Trainer(model, optimizer, rng, ReduceLROnPlateau(optimizer, patience=0), callbacks=callbacks,
-                   meta={"class_names": list("0123456789")}, progress=False)
+                   meta={"class_names": list("0123456789")}, progress=False, warmup=LinearWarmup(optimizer, 6),
+                   clip_norm=1.0)
 
 
-@pytest.mark.parametrize("opt", [SGD, Adam])
-def test_one_epoch_plus_resume_equals_two_epochs_bit_for_bit(tmp_path, opt):
+@pytest.mark.parametrize("opt, batch_norm", [(SGD, False), (Adam, False), (SGD, True)])
+def test_one_epoch_plus_resume_equals_two_epochs_bit_for_bit(tmp_path, opt, batch_norm):
     (tmp_path / "straight").mkdir()
     (tmp_path / "split").mkdir()
     rng = np.random.default_rng(7)
-    straight = make_trainer(rng, tmp_path / "straight", opt)
+    straight = make_trainer(rng, tmp_path / "straight", opt, batch_norm)
     straight.fit(*loaders(rng), epochs=2)
 
     rng = np.random.default_rng(7)
-    first = make_trainer(rng, tmp_path / "split", opt)
+    first = make_trainer(rng, tmp_path / "split", opt, batch_norm)
     first.fit(*loaders(rng), epochs=1)
     rng = np.random.default_rng(99)  # a fresh process: the checkpoint must restore everything
-    resumed = make_trainer(rng, tmp_path / "split", opt)
+    resumed = make_trainer(rng, tmp_path / "split", opt, batch_norm)
     resumed.restore(checkpoint.load(str(tmp_path / "split" / "last.npz")))
     resumed.fit(*loaders(rng), epochs=2)
 
-    for name, p in straight.model.named_params().items():
-        np.testing.assert_array_equal(resumed.model.named_params()[name], p, err_msg=name)
+    for name, p in {**straight.model.named_params(), **straight.model.named_buffers()}.items():
+        np.testing.assert_array_equal({**resumed.model.named_params(), **resumed.model.named_buffers()}[name], p,
+                                      err_msg=name)
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.optimizer.lr == straight.optimizer.lr
     history = json.loads((tmp_path / "split" / "history.json").read_text())
@@ -118,3 +122,72 @@ def test_early_stopping_stops_after_patience():
     assert not fake.stop_training
     stopper.on_epoch_end(fake, {"val_accuracy": 0.55})
     assert fake.stop_training
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_diverging_run_stops_with_a_clear_sentence_and_keeps_its_best_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    model = small_model(rng, dropout=0.0)
+    optimizer = SGD(model.named_params(), lr=0.01)
+    best = BestCheckpoint(str(tmp_path / "best.npz"))
+    trainer = Trainer(model, optimizer, rng, callbacks=[best], progress=False)
+    train, val = loaders(rng, n=320)
+    trainer.fit(train, val, epochs=1)
+    saved = (tmp_path / "best.npz").read_bytes()
+    optimizer.lr = 50.0  # far too large: the loss explodes within a few steps
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+ \(epoch 2\): the loss (became|rose)"):
+        trainer.fit(train, val, epochs=3)
+    assert trainer.epoch == 1 and (tmp_path / "best.npz").read_bytes() == saved
+
+
+def test_non_finite_weights_are_never_saved_as_best(tmp_path):
+    class Fake:
+        def monitored(self, logs):
+            return logs["val_accuracy"]
+
+        def save(self, path, extra):
+            raise AssertionError("saved non-finite weights")
+
+        def log(self, text):
+            pass
+
+    best = BestCheckpoint(str(tmp_path / "best.npz"))
+    best.on_epoch_end(Fake(), {"loss": float("nan"), "val_loss": 1.0, "val_accuracy": 0.9})
+    best.on_epoch_end(Fake(), {"loss": 1.0, "val_loss": float("inf"), "val_accuracy": 0.9})
+    assert best.best is None and not (tmp_path / "best.npz").exists()
+
+
+@pytest.mark.parametrize("interrupt_at", [(0, 3), (1, 1), (1, 3)])  # (epoch, step): 4 steps an epoch
+def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_path, interrupt_at):
+    import signal
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "cut").mkdir()
+    rng = np.random.default_rng(5)
+    straight = make_trainer(rng, tmp_path / "straight")
+    straight.fit(*loaders(rng), epochs=2)
+
+    rng = np.random.default_rng(5)
+    first = make_trainer(rng, tmp_path / "cut")
+    step_of = first.train_step
+    count = {"steps": 0}
+
+    def step_then_ctrl_c(x, y):
+        result = step_of(x, y)
+        count["steps"] += 1
+        if count["steps"] == interrupt_at[0] * 4 + interrupt_at[1]:
+            signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C: the step in flight finishes first
+        return result
+    first.train_step = step_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(*loaders(rng), epochs=2)
+    assert first.position == {**first.position, "epoch": interrupt_at[0], "step": interrupt_at[1]}
+    first.save(str(tmp_path / "cut" / "last.npz"))
+
+    rng = np.random.default_rng(123)  # a fresh process: everything comes from the checkpoint
+    resumed = make_trainer(rng, tmp_path / "cut")
+    resumed.restore(checkpoint.load(str(tmp_path / "cut" / "last.npz")))
+    resumed.fit(*loaders(rng), epochs=2)
+    for name, p in straight.model.named_params().items():
+        np.testing.assert_array_equal(resumed.model.named_params()[name], p, err_msg=name)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert resumed.history["val_accuracy"] == straight.history["val_accuracy"]

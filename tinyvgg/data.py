@@ -5,7 +5,8 @@ Three sources, one interface (``len(ds)``, ``ds.labels``, ``ds.class_names``,
 
 - :func:`make_shapes`: the built-in data set, ten classes of coloured geometric
   shapes drawn from a seed; no download. A linear model cannot solve it (the
-  shapes move, grow and change colour); a small VGG can.
+  shapes move, grow and change colour); a small VGG can. Its harder sibling, the
+  digits of :func:`tinyvgg.glyphs.make_glyphs`, is opened the same way.
 - :class:`ImageFolder`: one sub-folder per class, like Keras'
   ``flow_from_directory``; images decoded, converted to RGB and resized on
   demand, with a bounded cache.
@@ -19,6 +20,7 @@ CLI's ``--data`` value.
 import collections
 import os
 import pickle
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -154,17 +156,40 @@ def decode_image(path, image_size):
         return np.asarray(img, dtype=np.uint8)
 
 
+def _list_folder(folder, what):
+    """The names in ``folder``; a DataError naming the folder when it cannot be read."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as err:
+        raise DataError(f"cannot read the {what} {folder} ({err.strerror}); check its permissions.") from None
+
+
 def _list_class_folders(root):
     if not os.path.exists(root):
         raise DataError(f"the data folder {root} does not exist; "
                         "pass a folder with one sub-folder of images per class.")
     if not os.path.isdir(root):
         raise DataError(f"{root} is not a folder; pass a folder with one sub-folder of images per class.")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = [name for name in _list_folder(root, "data folder")
+               if not name.startswith(".") and os.path.isdir(os.path.join(root, name))]
     if not classes:
         raise DataError(f"the data folder {root} has no class sub-folders; put each class's images "
                         "in a sub-folder named after the class (e.g. train/cats, train/dogs).")
+    for name in classes:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in the file name: it would break checkpoints and plots
+            raise DataError(f"the class folder {os.path.join(root, name)!r} has a name that is not valid UTF-8; "
+                            "rename it.") from None
     return classes
+
+
+def is_regular_file(path):
+    """True for a regular file (or a link to one): never a pipe, socket or device, which could block a read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class ImageFolder:
@@ -187,10 +212,13 @@ class ImageFolder:
                 raise DataError(f"{root} has class folders {unknown} that the training data does not have.")
         self.class_names = list(class_names) if class_names is not None else found
         files, labels = [], []
+        if class_names is None and len(found) < 2:
+            raise DataError(f"the data folder {root} has one class ({found[0]}); a classifier needs at least two "
+                            "class sub-folders.")
         for label, name in enumerate(self.class_names):
             folder = os.path.join(root, name)
-            names = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)) \
-                if os.path.isdir(folder) else []
+            names = [f for f in _list_folder(folder, "class folder") if f.lower().endswith(IMAGE_EXTENSIONS)
+                     and is_regular_file(os.path.join(folder, f))] if os.path.isdir(folder) else []
             if not names and class_names is None:
                 raise DataError(f"the class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                 "add some or remove the folder.")
@@ -271,6 +299,8 @@ class _PlainDataUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_batch(path):
+    if os.path.exists(path) and not is_regular_file(path):
+        raise DataError(f"{path} is not a regular file; --data cifar10:PATH needs CIFAR-10's batch files.")
     try:
         with open(path, "rb") as f:
             batch = _PlainDataUnpickler(f, encoding="bytes").load()
@@ -293,7 +323,7 @@ def load_cifar10(folder, image_size=32):
                         "cifar-10-python.tar.gz and pass its cifar-10-batches-py folder.")
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     meta = os.path.join(folder, "batches.meta")
-    if os.path.exists(meta):
+    if is_regular_file(meta):
         with open(meta, "rb") as f:
             entries = _PlainDataUnpickler(f, encoding="bytes").load()
         names = [n.decode() if isinstance(n, bytes) else n for n in entries.get(b"label_names", names)]
@@ -348,20 +378,46 @@ def split(dataset, val_fraction=0.1, seed=0):
     return Subset(dataset, train), Subset(dataset, val)
 
 
+def _glyphs_maker():
+    from .glyphs import make_glyphs
+    return make_glyphs
+
+
+#: The data sets drawn from a seed: name -> a function returning their maker (imported when asked for).
+BUILT_IN = {"shapes": lambda: make_shapes, "glyphs": _glyphs_maker}
+#: The most memory the built-in images of one run may take (training and validation images, uint8).
+BUILT_IN_MAX_BYTES = 4 * 2**30
+
+
+def _built_in_count(spec, count, image_size):
+    """The number of training images that ``--data NAME:COUNT`` asks for, checked."""
+    if not count:
+        return 6000
+    if not count.isdigit() or int(count) < 10:
+        raise DataError(f"--data {spec}: the number of images must be a whole number of at least 10 "
+                        f"(one per class), e.g. {spec.partition(':')[0]}:6000.")
+    n = int(count)
+    bytes_needed = (n + max(n // 6, 100)) * image_size * image_size * 3
+    if bytes_needed > BUILT_IN_MAX_BYTES:
+        most = BUILT_IN_MAX_BYTES // (image_size * image_size * 3) * 6 // 7
+        raise DataError(f"--data {spec}: {n:,} images of {image_size}x{image_size} would take "
+                        f"{bytes_needed / 2**30:.0f} GiB of memory; ask for at most {most:,}.")
+    return n
+
+
 def open_dataset(spec, image_size, val_spec=None, seed=0, progress=True):
     """(train, val) for the CLI's ``--data`` value.
 
-    "shapes" (the default built-in set), "shapes:N" (N training images),
-    "cifar10:PATH", or a folder of class sub-folders. Without ``val_spec`` a
-    seeded 10% of a folder is held out; shapes and CIFAR-10 have their own.
+    "shapes" (the default built-in set), "glyphs" (the built-in digits), either with
+    ":N" for N training images, "cifar10:PATH", or a folder of class sub-folders. Without
+    ``val_spec`` a seeded 10% of a folder is held out; the built-in sets and CIFAR-10 have
+    their own.
     """
-    if spec == "shapes" or spec.startswith("shapes:"):
-        count = spec.partition(":")[2]
-        if count and not count.isdigit():
-            raise DataError(f"--data {spec}: the number of images must be an integer, e.g. shapes:6000.")
-        n = int(count) if count else 6000
-        return make_shapes(n, seed=seed, image_size=image_size), make_shapes(max(n // 6, 100), seed=seed + 1,
-                                                                             image_size=image_size)
+    name, _, count = spec.partition(":")
+    if name in BUILT_IN:
+        n = _built_in_count(spec, count, image_size)
+        make = BUILT_IN[name]()
+        return make(n, seed=seed, image_size=image_size), make(max(n // 6, 100), seed=seed + 1, image_size=image_size)
     if spec.startswith("cifar10:"):
         return load_cifar10(spec[len("cifar10:"):], image_size)
     train = ImageFolder(spec, image_size, progress=progress)
@@ -433,7 +489,26 @@ class BatchLoader:
                 (offsets[part] if offsets is not None else None)
 
     def __iter__(self):
-        plan = list(self._plan())
+        return self.batches()
+
+    def batches(self, start=0, plan_state=None):
+        """The epoch's batches from number ``start`` on.
+
+        The epoch's random draws are made first, from the RNG's current state, which is
+        kept in ``self.plan_state``; pass a saved ``plan_state`` (with ``start``) to make the
+        same draws again and continue an interrupted epoch exactly (the RNG is then left in
+        the state it had, which later draws such as dropout masks go on from).
+        """
+        saved = None
+        if plan_state is not None:
+            saved, self.rng.bit_generator.state = self.rng.bit_generator.state, plan_state
+        self.plan_state = self.rng.bit_generator.state if self.rng is not None else None
+        plan = list(self._plan())[start:]
+        if saved is not None:
+            self.rng.bit_generator.state = saved
+        return self._iterate(plan)
+
+    def _iterate(self, plan):
         if not self.prefetch:
             for job in plan:
                 yield self._prepare(*job)

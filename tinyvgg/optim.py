@@ -9,6 +9,10 @@ place from the gradients of the last backward pass::
 
 Its state (momentum buffers, Adam moments) is keyed by the same names, so it
 can be saved with a checkpoint and restored into a freshly built model.
+
+Beside the optimizers: the learning-rate schedules (:class:`LinearWarmup` at the
+start of training, :class:`ReduceLROnPlateau` and :class:`StepLR` after each
+epoch) and :func:`clip_grad_norm`, which bounds the size of one update.
 """
 import numpy as np
 
@@ -176,6 +180,82 @@ class Adam(Optimizer):
         xp.divide(m, tmp, out=tmp)
         tmp *= step
         p -= tmp                          # p <- p - lr_t * m / (sqrt(s) + eps)
+
+
+class LinearWarmup:
+    """Ramp the learning rate linearly from ``start_factor * lr`` up to ``lr`` over the first ``steps`` updates.
+
+        lr_t = lr * (start_factor + (1 - start_factor) * t / steps)   for update t = 0, 1, ..., steps - 1
+
+    then ``lr`` itself, left to the other schedules. Goyal et al. (2017), "Accurate, Large
+    Minibatch SGD": at the start the weights are random and the gradients large and erratic,
+    and one full-size step can throw the network where its ReLUs never fire again (the loss
+    sits at chance for good). A few hundred small steps let it settle first. Call
+    :meth:`step` before every ``optimizer.step``; it reads the optimizer's own update count,
+    so a resumed run continues the ramp where it stopped.
+    """
+
+    def __init__(self, optimizer, steps, start_factor=0.1):
+        if steps < 0:
+            raise ValueError(f"warm-up steps must be zero or positive, got {steps}.")
+        if not 0 < start_factor <= 1:
+            raise ValueError(f"start_factor must be in (0, 1], got {start_factor}.")
+        self.optimizer, self.steps, self.start_factor = optimizer, int(steps), float(start_factor)
+        self.target_lr = optimizer.lr
+
+    @property
+    def active(self):
+        """True while the ramp is still running (the other schedules wait for it)."""
+        return self.optimizer.iterations < self.steps
+
+    def lr_at(self, t):
+        """The learning rate of update ``t`` (counted from 0)."""
+        if t >= self.steps:
+            return self.target_lr
+        return self.target_lr * (self.start_factor + (1 - self.start_factor) * t / self.steps)
+
+    def step(self):
+        """Set the learning rate of the coming update (and leave it alone once the ramp is over)."""
+        t = self.optimizer.iterations
+        if t <= self.steps:
+            self.optimizer.lr = self.lr_at(t)
+
+    def state_dict(self):
+        return {"steps": self.steps, "start_factor": self.start_factor, "target_lr": self.target_lr}
+
+    def load_state_dict(self, state):
+        self.steps, self.start_factor = int(state["steps"]), float(state["start_factor"])
+        self.target_lr = float(state["target_lr"])
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale every gradient in place so that their global norm is at most ``max_norm``.
+
+        norm = sqrt(sum over all arrays of sum(g^2));   g <- g * min(1, max_norm / norm)
+
+    The direction of the update is kept, only its length is bounded: one bad batch can then
+    not throw the weights far (Pascanu et al., 2013). ``grads`` is a dict of arrays (NumPy or
+    CuPy). Returns the norm before clipping as a 0-d array on the gradients' device: reading it
+    on a GPU would make the CPU wait, so the scale is applied without looking at it.
+
+    >>> g = {"w": np.array([3.0, 4.0])}
+    >>> float(clip_grad_norm(g, 1.0)), g["w"].round(6).tolist()
+    (5.0, [0.6, 0.8])
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}.")
+    arrays = list(grads.values())
+    if not arrays:
+        return np.float64(0.0)
+    xp = get_array_module(arrays[0])
+    squares = [xp.vdot(g.reshape(-1), g.reshape(-1)) for g in arrays]  # a dot product: one BLAS pass each
+    norm = xp.sqrt(xp.stack(squares).astype(np.float64).sum())
+    if xp is np and norm <= max_norm:
+        return norm  # on the CPU, looking is free: skip a pass over every gradient
+    scale = xp.minimum(1.0, max_norm / xp.maximum(norm, 1e-30)).astype(arrays[0].dtype)  # no 0 / 0
+    for g in arrays:
+        g *= scale
+    return norm
 
 
 class ReduceLROnPlateau:

@@ -11,6 +11,7 @@ latest state: ``--resume`` continues from it), ``history.json``/``.csv``,
 ``curves.png`` and ``confusion.png``. Ctrl-C saves the latest state first.
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -20,11 +21,13 @@ import numpy as np
 from . import backend, checkpoint, cli
 from .data import BatchLoader, open_dataset
 from .models import VGG_CONFIGS, build_model
-from .optim import SGD, Adam, ReduceLROnPlateau
+from .optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau
+from .runs import RunFolder, holds_a_run
 from .trainer import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
-                      evaluate, write_history)
+                      TrainingDiverged, evaluate, write_history)
 
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+DEFAULT_WARMUP_EPOCHS = 1.0
 
 
 def parse_args(argv=None):
@@ -35,16 +38,24 @@ def parse_args(argv=None):
     p.add_argument("--gpu-memory-limit", type=float, metavar="GB",
                    help="cap CuPy's memory pool, e.g. to share a GPU (--backend cupy only)")
     p.add_argument("--data", default="shapes",
-                   help='"shapes[:N]" (built in), "cifar10:PATH", or a folder with one sub-folder per class')
+                   help='"shapes[:N]" or "glyphs[:N]" (built in, N training images), "cifar10:PATH", or a folder '
+                        'with one sub-folder per class')
     p.add_argument("--val-data", help="a validation folder (default: a seeded 10%% of --data)")
     p.add_argument("--model", choices=sorted(VGG_CONFIGS), default="vgg16")
     p.add_argument("--width", type=float, default=0.25, help="channel multiplier (1.0 = the paper)")
     p.add_argument("--image-size", type=int, default=32, help="images are resized to this (divisible by 32)")
     p.add_argument("--fc-units", type=int, default=256, help="units of the two hidden dense layers (paper: 4096)")
+    p.add_argument("--batch-norm", action="store_true",
+                   help="batch normalization after every convolution (the VGG-BN variant): trains deep and wide "
+                        "networks from the first epoch")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
     p.add_argument("--lr", type=float, help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
+    p.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
+                   help="raise the learning rate linearly from a tenth of --lr over this many epochs (0: off)")
+    p.add_argument("--clip-norm", type=float,
+                   help="scale the gradients down when their global norm exceeds this (default: off)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on the weights (paper: 5e-4)")
     p.add_argument("--dropout", type=float, default=0.0,
@@ -66,47 +77,69 @@ def parse_args(argv=None):
 
 
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
-RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_size", "optimizer", "lr",
-            "momentum", "weight_decay", "dropout", "patience", "lr_patience", "augment", "seed", "freeze_until")
+RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "batch_size", "optimizer",
+            "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience", "lr_patience",
+            "augment", "seed", "freeze_until")
+
+#: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
+#: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
+MAX_IMAGE_SIZE, MAX_WIDTH = 1024, 4.0
 
 
 def check_args(args):
+    """Refuse any numeric setting that cannot work, before any data is read."""
+    numbers = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--fc-units": args.fc_units,
+               "--width": args.width, "--image-size": args.image_size, "--lr": args.lr,
+               "--momentum": args.momentum, "--weight-decay": args.weight_decay, "--dropout": args.dropout,
+               "--warmup-epochs": args.warmup_epochs, "--clip-norm": args.clip_norm,
+               "--patience": args.patience, "--lr-patience": args.lr_patience,
+               "--gpu-memory-limit": args.gpu_memory_limit}
+    for flag, value in numbers.items():
+        if value is not None and not math.isfinite(value):
+            raise cli.UsageError(f"{flag} must be a finite number, got {value}.")
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--fc-units": args.fc_units,
-                "--width": args.width, "--image-size": args.image_size}
+                "--width": args.width, "--image-size": args.image_size, "--lr": args.lr, "--clip-norm": args.clip_norm}
     for flag, value in positive.items():
-        if value <= 0:
+        if value is not None and value <= 0:
             raise cli.UsageError(f"{flag} must be positive, got {value}.")
-    if args.image_size % 32:
-        raise cli.UsageError(f"--image-size must be divisible by 32 (VGG halves it five times), got "
-                             f"{args.image_size}; try 32, 64, 128 or 224.")
+    if args.image_size % 32 or args.image_size > MAX_IMAGE_SIZE:
+        raise cli.UsageError(f"--image-size must be divisible by 32 (VGG halves it five times) and at most "
+                             f"{MAX_IMAGE_SIZE}, got {args.image_size}; try 32, 64, 128 or 224.")
+    if args.width > MAX_WIDTH:
+        raise cli.UsageError(f"--width must be at most {MAX_WIDTH:g} (1.0 is the paper's network, 138 M parameters), "
+                             f"got {args.width}; try 0.25, 0.5 or 1.")
     if not 0 <= args.dropout < 1:
         raise cli.UsageError(f"--dropout must be in [0, 1), got {args.dropout}.")
-    if args.lr is not None and args.lr <= 0:
-        raise cli.UsageError(f"--lr must be positive, got {args.lr}.")
     if not 0 <= args.momentum < 1:
         raise cli.UsageError(f"--momentum must be in [0, 1), got {args.momentum}.")
-    if args.weight_decay < 0:
-        raise cli.UsageError(f"--weight-decay must be zero or positive, got {args.weight_decay}.")
+    for flag, value in {"--weight-decay": args.weight_decay, "--warmup-epochs": args.warmup_epochs,
+                        "--patience": args.patience, "--lr-patience": args.lr_patience}.items():
+        if value < 0:
+            raise cli.UsageError(f"{flag} must be zero or positive, got {value}.")
 
 
-def prepare_run_folder(args):
-    """The run folder's path; a new run never writes into a folder that already holds one."""
+def run_folder_path(args):
+    """Where this run's files go: a new run in a missing or empty folder; a resumed run in the
+    checkpoint's own folder (the default) or in a new one, never over another run."""
     if args.resume:
-        return args.out or os.path.dirname(os.path.abspath(args.resume))
+        own = os.path.dirname(os.path.abspath(args.resume))
+        if args.out is None or os.path.realpath(args.out) == os.path.realpath(own):
+            return own
+        if holds_a_run(args.out):
+            raise cli.UsageError(f"--out {args.out} already holds another run; --resume continues in the "
+                                 f"checkpoint's own folder (leave out --out) or in a new, empty folder.")
+        return args.out
     out = args.out or os.path.join("runs", f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.isdir(out) and os.listdir(out):
+    if holds_a_run(out):
         raise cli.UsageError(f"the run folder {out} already holds files; choose another --out, "
                              f"or continue that run with --resume {os.path.join(out, 'last.npz')}.")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise cli.UsageError(f"--out {out} is a file, not a folder.")
     return out
 
 
 def make_optimizer(args, params):
-    lr = args.lr or DEFAULT_LR[args.optimizer]
     if args.optimizer == "adam":
-        return Adam(params, lr=lr, weight_decay=args.weight_decay)
-    return SGD(params, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        return Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    return SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def apply_freeze(model, args):
@@ -123,7 +156,7 @@ def apply_freeze(model, args):
 def start_from(model, source, args):
     """Fine-tuning: copy the matching weights of ``source`` and freeze up to ``--freeze-until``."""
     from .transfer import transfer_params
-    copied = transfer_params(source.params, model)
+    copied = transfer_params(source.params, model, source.buffers)
     if not copied:
         raise checkpoint.CheckpointError(f"{args.finetune} shares no layer with this model.")
     fresh = sorted({n.split(".")[0] for n in model.named_params()} - {n.split(".")[0] for n in copied})
@@ -133,52 +166,70 @@ def start_from(model, source, args):
               f"{len(frozen)} layers frozen")
 
 
+def load_resumed(args):
+    """The checkpoint ``--resume`` continues; its run's settings replace the command line's."""
+    resumed = checkpoint.load(args.resume)
+    saved = resumed.meta.get("args")
+    if not isinstance(saved, dict) or not isinstance(resumed.meta.get("history"), dict):
+        raise cli.UsageError(f"{args.resume} holds weights but no training state; --resume needs a last.npz "
+                             "written by python -m tinyvgg.train.")
+    defaults = parse_args([])
+    for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
+        setattr(args, name, saved.get(name, getattr(defaults, name)))
+    return resumed
+
+
+def load_finetune_source(args):
+    """The checkpoint ``--finetune`` starts from; the model's shape comes from it."""
+    source = checkpoint.load(args.finetune)
+    config = source.meta.get("model_config")
+    if not isinstance(config, dict) or not {"depth", "width", "fc_units"} <= set(config):
+        raise checkpoint.CheckpointError(f"{args.finetune} does not say which VGG it holds (no model "
+                                         "configuration); --finetune needs a checkpoint written by tinyvgg.")
+    args.model, args.width, args.fc_units = config["depth"], config["width"], config["fc_units"]
+    args.batch_norm = bool(config.get("batch_norm", False))
+    return source
+
+
 def main(argv=None):
     args = parse_args(argv)
-    resumed = None
-    if args.resume:
-        resumed = checkpoint.load(args.resume)
-        if "args" not in resumed.meta:
-            raise cli.UsageError(f"{args.resume} holds weights but no training state; --resume needs a last.npz.")
-        for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
-            setattr(args, name, resumed.meta["args"][name])
-    source = None
-    if args.finetune:
-        if args.resume:
-            raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
-        source = checkpoint.load(args.finetune)
-        config = source.meta.get("model_config") or {}
-        if not {"depth", "width", "fc_units"} <= set(config):
-            raise checkpoint.CheckpointError(f"{args.finetune} does not say which VGG it holds (no model "
-                                             "configuration); --finetune needs a checkpoint written by tinyvgg.")
-        args.model, args.width, args.fc_units = config["depth"], config["width"], config["fc_units"]
-    elif args.freeze_until:
+    if args.resume and args.finetune:
+        raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
+    if args.freeze_until and not (args.finetune or args.resume):
         raise cli.UsageError("--freeze-until needs --finetune CHECKPOINT (the weights to keep).")
+    resumed = load_resumed(args) if args.resume else None
+    source = load_finetune_source(args) if args.finetune else None
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
     check_args(args)
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
             raise cli.UsageError("--gpu-memory-limit takes a positive number of GB and needs --backend cupy.")
         backend.set_gpu_memory_limit(args.gpu_memory_limit)
-    out = prepare_run_folder(args)
-    progress = not args.quiet
+    out = run_folder_path(args)
+    with RunFolder(out):  # locked from here on; a folder this run made is removed again if it fails early
+        return train(args, out, resumed, source)
 
+
+def train(args, out, resumed, source):
+    """Read the data, build everything, train, and finish; returns the exit code."""
+    progress = not args.quiet
     train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed, progress=progress)
     if resumed is not None:
-        if list(resumed.meta["class_names"]) != list(train_set.class_names):
-            raise checkpoint.CheckpointError(f"{args.resume} was trained on classes {resumed.meta['class_names']}, "
+        if resumed.class_names() != list(train_set.class_names):
+            raise checkpoint.CheckpointError(f"{args.resume} was trained on classes {resumed.class_names()}, "
                                              f"but --data {args.data} has {train_set.class_names}.")
         mean, std = resumed.normalization()
     elif source is not None and "normalization" in source.meta:  # the features expect their own inputs
         mean, std = source.normalization()
     else:
         mean, std = train_set.channel_stats()
-    os.makedirs(out, exist_ok=True)  # only now: bad data leaves no empty run folder behind
 
     rng = np.random.default_rng(args.seed)  # one host RNG: weights, dropout masks, shuffling, augmentation
     config = dict(depth=args.model, num_classes=len(train_set.class_names),
                   input_shape=(args.image_size, args.image_size, 3), width=args.width, fc_units=args.fc_units,
-                  dropout=args.dropout, include_top=True, init="he_normal")
+                  dropout=args.dropout, include_top=True, init="he_normal", batch_norm=args.batch_norm)
     model = build_model(config, rng=rng)
     if source is not None:
         start_from(model, source, args)
@@ -191,24 +242,33 @@ def main(argv=None):
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
     callbacks = [EarlyStopping(args.patience), HistoryWriter(out), BestCheckpoint(os.path.join(out, "best.npz")),
                  LastCheckpoint(os.path.join(out, "last.npz")), CurvesPlot(os.path.join(out, "curves.png"))]
-    trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress)
+    train_loader = BatchLoader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
+                               backend=args.backend)
+    warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
+    trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
+                      clip_norm=args.clip_norm)
     if resumed is not None:
         trainer.restore(resumed)
 
-    train_loader = BatchLoader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
-                               backend=args.backend)
     val_loader = BatchLoader(val_set, 256, mean, std, backend=args.backend)
     if progress:
         print(model.summary(batch_size=args.batch_size))
         print(f"data: {len(train_set)} training and {len(val_set)} validation images, "
               f"{len(train_set.class_names)} classes; backend {args.backend}; run folder {out}")
     try:
-        trainer.fit(train_loader, val_loader, epochs=args.epochs)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by the guard, once
+            trainer.fit(train_loader, val_loader, epochs=args.epochs)
+    except TrainingDiverged as err:
+        done = trainer.history["epoch"]
+        kept = f"best.npz and last.npz in {out} keep the run up to epoch {done[-1]}" if done else "nothing was saved"
+        raise TrainingDiverged(f"{err} ({kept}.)") from None
     except KeyboardInterrupt:
         last = os.path.join(out, "last.npz")
         trainer.save(last)
         write_history(trainer.history, out)
-        print(f"\ninterrupted: saved the current state to {last}; continue with "
+        where = f"epoch {trainer.epoch + 1}, step {trainer.position['step']}" if trainer.position else \
+            f"the end of epoch {trainer.epoch}"
+        print(f"\ninterrupted: saved the state at {where} to {last}; continue with "
               f"python -m tinyvgg.train --resume {last}", file=sys.stderr)
         return 130
     finish(trainer, val_loader, out, progress)

@@ -10,13 +10,17 @@ One training step is the whole story of the package in four lines::
 :class:`Trainer` repeats it over epochs, evaluates on validation data, keeps the
 history and calls the callbacks (best and last checkpoints, learning-rate decay
 on plateau, early stopping). Its :meth:`Trainer.save` writes everything a
-resumed run needs, including the RNG state, so that 1 epoch + resume 1 epoch
-equals 2 epochs straight.
+resumed run needs, including the RNG state and, after a Ctrl-C, the position
+inside the epoch, so that 1 epoch + resume 1 epoch equals 2 epochs straight, and
+so does a run interrupted anywhere and resumed.
 """
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -25,8 +29,19 @@ from tqdm import tqdm
 from . import checkpoint
 from .backend import to_host
 from .layers import SoftmaxCrossEntropy
+from .optim import clip_grad_norm
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+#: Every this many steps the mean loss is read (for the progress bar and the divergence guard).
+CHECK_EVERY = 10
+#: A mean loss above this many times the starting loss counts as diverged: at 10 classes it starts
+#: near ln 10 = 2.3, and a run whose loss passes 9 is not coming back.
+DIVERGED_FACTOR = 4.0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss exploded or became NaN; the message says where and what to try."""
 
 
 def evaluate(model, loader, progress=False, desc="evaluating"):
@@ -67,55 +82,114 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
-                 meta=None, progress=True):
+                 meta=None, progress=True, warmup=None, clip_norm=None):
         self.model, self.optimizer, self.rng, self.scheduler = model, optimizer, rng, scheduler
         self.monitor, self.callbacks, self.meta, self.progress = monitor, list(callbacks), dict(meta or {}), progress
+        self.warmup, self.clip_norm = warmup, clip_norm
         self.loss_fn = SoftmaxCrossEntropy()
         self.history = {k: [] for k in HISTORY_KEYS}
         self.epoch = 0
+        self.start_loss = None  # the mean loss of the first window of steps: what "diverged" is measured against
+        self.position = None    # where in an epoch an interrupted run stopped (saved, so resume is exact)
         self.stop_training = False
+        self._interrupted = _never
 
     def train_step(self, x, y):
         """One forward, backward and update; returns (loss, number correct) as device scalars."""
         logits = self.model.forward(x, train=True)
         loss = self.loss_fn.forward(logits, y)
         self.model.backward(self.loss_fn.backward(), input_grad=False)  # dL/d(images) is not needed
-        self.optimizer.step(self.model.named_grads(trainable_only=True))  # frozen layers: no update
+        grads = self.model.named_grads(trainable_only=True)              # frozen layers: no update
+        if self.clip_norm:
+            clip_grad_norm(grads, self.clip_norm)
+        if self.warmup is not None:
+            self.warmup.step()
+        self.optimizer.step(grads)
         return loss, (logits.argmax(axis=1) == y).sum()
 
     def train_epoch(self, loader, epochs):
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress,
-                   leave=False, unit="batch")
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (x, y) in enumerate(bar):
+        """One pass over ``loader``; (mean loss, accuracy). Continues a saved :attr:`position` if it is
+        this epoch's, and on a deferred Ctrl-C stops between two steps, leaving :attr:`position` set."""
+        start, sums, plan_state = 0, [0.0, 0, 0, 0.0, 0], None
+        if self.position is not None and self.position["epoch"] == self.epoch:
+            start, sums, plan_state = self.position["step"], self.position["sums"], self.position["plan_rng_state"]
+        self.position = None
+        loss_sum, correct, seen, window_sum, window_seen = sums
+        batches = loader.batches(start=start, plan_state=plan_state)
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress, leave=False,
+                   unit="batch", initial=start, total=len(loader))
+        for step, (x, y) in enumerate(bar, start=start):
             loss, right = self.train_step(x, y)
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + right, seen + len(y)
-            if step % 10 == 9:  # reading a value waits for the GPU: only now and then
+            window_sum, window_seen = window_sum + loss * len(y), window_seen + len(y)
+            if step % CHECK_EVERY == CHECK_EVERY - 1:  # reading a value waits for the GPU: only now and then
+                self.check_loss(float(window_sum) / window_seen)
+                window_sum, window_seen = 0.0, 0
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.3f}")
+            if self._interrupted() and step + 1 < len(loader):
+                bar.close()
+                self.position = {"epoch": self.epoch, "step": step + 1, "plan_rng_state": loader.plan_state,
+                                 "sums": [float(loss_sum), int(correct), seen, float(window_sum), window_seen]}
+                raise KeyboardInterrupt
+        if window_seen:
+            self.check_loss(float(window_sum) / window_seen)
         return float(loss_sum) / seen, float(correct) / seen
 
+    def check_loss(self, loss):
+        """The divergence guard: raise :class:`TrainingDiverged` if ``loss`` (a mean over the last
+        steps) is not finite or more than ``DIVERGED_FACTOR`` times the loss the run started at."""
+        if self.start_loss is None and np.isfinite(loss):
+            self.start_loss = loss
+        if np.isfinite(loss) and loss <= DIVERGED_FACTOR * self.start_loss:
+            return
+        what = f"the loss became {loss}" if not np.isfinite(loss) else \
+            f"the loss rose to {loss:.3g}, more than {DIVERGED_FACTOR}x the {self.start_loss:.3g} it started at"
+        raise TrainingDiverged(
+            f"training diverged at step {self.optimizer.iterations} (epoch {self.epoch + 1}): {what}. "
+            f"Try a lower --lr (this run used {self.optimizer.lr:g}), a learning-rate warm-up (--warmup-epochs 2), "
+            "--batch-norm, or --clip-norm 5.")
+
     def fit(self, train_loader, val_loader=None, epochs=1):
-        """Train until ``epochs`` epochs are done in total (a resumed trainer continues its count)."""
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues its count).
+
+        Raises :class:`TrainingDiverged` (before any callback sees the epoch) when the loss
+        explodes or turns non-finite: checkpoints keep the last good epoch.
+        """
         self.stop_training = False
+        with deferred_interrupt() as interrupted:
+            self._interrupted = interrupted
+            try:
+                self._fit(train_loader, val_loader, epochs)
+            finally:
+                self._interrupted = _never
+        return self.history
+
+    def _fit(self, train_loader, val_loader, epochs):
         while self.epoch < epochs and not self.stop_training:
             start = time.perf_counter()
-            lr = self.optimizer.lr
             loss, accuracy = self.train_epoch(train_loader, epochs)
             logs = {"epoch": self.epoch + 1, "loss": loss, "accuracy": accuracy, "val_loss": None,
-                    "val_accuracy": None, "lr": lr}
+                    "val_accuracy": None, "lr": self.optimizer.lr}  # the rate of the epoch's last step
             if val_loader is not None:
                 val = evaluate(self.model, val_loader, self.progress, desc="validating")
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                if not np.isfinite(val["loss"]):
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {self.epoch + 1}: the validation loss is {val['loss']}. "
+                        f"Try a lower --lr (this run used {self.optimizer.lr:g}), --warmup-epochs 2, "
+                        "--batch-norm, or --clip-norm 5.")
             logs["seconds"] = time.perf_counter() - start
             self.epoch += 1
             for key in HISTORY_KEYS:
                 self.history[key].append(logs[key])
-            if self.scheduler is not None and self.scheduler.step(self.monitored(logs)):
+            warming_up = self.warmup is not None and self.warmup.active
+            if self.scheduler is not None and not warming_up and self.scheduler.step(self.monitored(logs)):
                 self.log(f"learning rate reduced to {self.optimizer.lr:g}")
             for callback in self.callbacks:
                 callback.on_epoch_end(self, logs)
             self.log(format_logs(logs))
-        return self.history
+            if self._interrupted():  # Ctrl-C during validation: stop at the end of the epoch
+                raise KeyboardInterrupt
 
     def monitored(self, logs):
         """The value of ``monitor`` in ``logs``; falls back to training accuracy without validation."""
@@ -135,12 +209,26 @@ class Trainer:
                     rng_state=self.rng.bit_generator.state,
                     optimizer={"name": type(self.optimizer).__name__, "scalars": opt_scalars},
                     scheduler=self.scheduler.state_dict() if self.scheduler else None,
+                    warmup=self.warmup.state_dict() if self.warmup else None, start_loss=self.start_loss,
+                    position=self.position,
                     callbacks={type(c).__name__: c.state_dict() for c in self.callbacks if hasattr(c, "state_dict")})
         meta.update(extra_meta or {})
-        checkpoint.save(path, self.model.named_params(), meta, optimizer=opt_arrays)
+        checkpoint.save(path, self.model.named_params(), meta, optimizer=opt_arrays,
+                        buffers=self.model.named_buffers())
 
     def restore(self, ckpt):
-        """Continue from a :class:`~tinyvgg.checkpoint.Checkpoint` written by :meth:`save`."""
+        """Continue from a :class:`~tinyvgg.checkpoint.Checkpoint` written by :meth:`save`; a
+        :class:`~tinyvgg.checkpoint.CheckpointError` if its training state is missing or damaged."""
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if isinstance(err, checkpoint.CheckpointError):
+                raise
+            raise checkpoint.CheckpointError(f"{ckpt.path}: its training state is missing or damaged "
+                                             f"({type(err).__name__}: {err}); resume from a last.npz written by "
+                                             "tinyvgg.") from None
+
+    def _restore(self, ckpt):
         ckpt.load_into(self.model)
         meta = ckpt.meta
         saved_optimizer = meta.get("optimizer") or {}
@@ -154,6 +242,10 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{ckpt.path}: {err}") from None
         if self.scheduler is not None and meta.get("scheduler"):
             self.scheduler.load_state_dict(meta["scheduler"])
+        if self.warmup is not None and meta.get("warmup"):
+            self.warmup.load_state_dict(meta["warmup"])
+        self.start_loss = meta.get("start_loss")
+        self.position = meta.get("position")
         for callback in self.callbacks:
             state = (meta.get("callbacks") or {}).get(type(callback).__name__)
             if state is not None and hasattr(callback, "load_state_dict"):
@@ -161,6 +253,32 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng_state"]
         self.history = {k: list(meta["history"].get(k, [])) for k in HISTORY_KEYS}
         self.epoch = int(meta["epoch"])
+
+
+def _never():
+    return False
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Within the block, Ctrl-C (SIGINT) only raises a flag, read by calling the yielded function:
+    the training loop stops between two steps, never halfway through an update. A second
+    Ctrl-C interrupts at once. Outside the main thread (where signals cannot be caught) the
+    flag stays down and Ctrl-C acts as usual."""
+    requested = []
+
+    def handler(signum, frame):
+        requested.append(signum)
+        signal.signal(signal.SIGINT, previous)  # the next Ctrl-C is not deferred
+
+    if threading.current_thread() is not threading.main_thread():
+        yield _never
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def format_logs(logs):
@@ -191,6 +309,8 @@ class BestCheckpoint:
 
     def on_epoch_end(self, trainer, logs):
         value = trainer.monitored(logs)
+        if not all(np.isfinite(logs[k]) for k in ("loss", "val_loss") if logs.get(k) is not None):
+            return  # weights that give a non-finite loss are never "best" (the trainer stops on them anyway)
         if self.best is None or value > self.best:
             self.best = value
             trainer.save(self.path, {"best_value": value, "monitor": self.monitor})
