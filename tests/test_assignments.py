@@ -1,21 +1,29 @@
-"""The student version and the grader, end to end."""
+"""The student version and the grader, end to end: honest submissions, and hostile ones.
+
+Each hostile submission below is scored exactly what its honest parts earn, leaves
+everything outside its folder as it was, and leaves no process behind.
+"""
 import hashlib
 import os
 import pathlib
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 
-from tinyvgg import assignments
+from tinyvgg import assignments, sandbox
+from tinyvgg.assignment_checks import PARTS
 
 REPO = pathlib.Path(assignments.REPO_DIR)
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="the grader's limits are POSIX")
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     out = tmp_path_factory.mktemp("student") / "hand-out"
-    assert assignments.make(str(out), list(assignments.PARTS)) == 10
+    assert assignments.make(str(out), list(PARTS)) == len(list((REPO / "lessons").glob("*.ipynb")))
     return out
 
 
@@ -28,23 +36,47 @@ def tree_digest(folder):
     return digest.hexdigest()
 
 
-def copy_of(student, tmp_path, edit=None):
-    """A copy of the reference package (a perfect submission), optionally edited."""
-    sub = tmp_path / "submission"
+def submission(tmp_path, *edits, base=None, name="submission"):
+    """A copy of the reference package (a perfect submission), or of ``base``, with ``edits``:
+    (file, old, new) replacements, or (file, None, text) appended."""
+    sub = tmp_path / name
     (sub / "tinyvgg").mkdir(parents=True)
-    for path in (REPO / "tinyvgg").glob("*.py"):
+    for path in ((base or REPO) / "tinyvgg").glob("*.py"):
         (sub / "tinyvgg" / path.name).write_text(path.read_text())
-    if edit:
-        name, old, new = edit
-        text = (sub / "tinyvgg" / name).read_text()
-        assert old in text, old
-        (sub / "tinyvgg" / name).write_text(text.replace(old, new, 1))
+    for file, old, new in edits:
+        text = (sub / "tinyvgg" / file).read_text()
+        if old is None:
+            text += "\n" + textwrap.dedent(new)
+        else:
+            assert old in text, old
+            text = text.replace(old, new, 1)
+        (sub / "tinyvgg" / file).write_text(text)
     return sub
 
+
+def points(report):
+    return {part: r["points"] for part, r in report["parts"].items()}
+
+
+def marked_processes(marker):
+    """PIDs of live processes whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+# ---------------------------------------------------------------- honest submissions
 
 def test_the_reference_gets_full_marks():
     report = assignments.grade(str(REPO), timeout=60)
     assert report["total"] == report["max"] == 100, report
+    assert report["protections"]
 
 
 def test_the_untouched_student_version_gets_zero_with_a_reason_per_part(student):
@@ -57,10 +89,23 @@ def test_the_untouched_student_version_gets_zero_with_a_reason_per_part(student)
     assert tree_digest(student) == before  # the grader never writes into a submission
 
 
+def test_the_student_version_carries_no_solution_and_no_loop_version(student):
+    files = {p.relative_to(student): p.read_text() for p in student.rglob("*") if p.suffix in (".py", ".ipynb", ".md")}
+    assert not any("### BEGIN SOLUTION" in text for text in files.values())
+    for grader_only in ("naive.py", "assignment_checks.py", "assignments.py", "sandbox.py"):
+        assert not (student / "tinyvgg" / grader_only).exists(), grader_only
+    solution_lines = ["cols[:, :, :, i, j, :] = x_pad[:, i:i + Ho, j:j + Wo, :]", "dW2 += cols.T @ dout_2d",
+                      "windows.max(axis=(2, 4))", "dgamma = ones @ (dout2 * xhat)", "v -= g"]
+    for line in solution_lines:
+        assert not any(line in text for text in files.values()), line
+    readme = (student / "README.md").read_text()  # every blank listed, the optional ones of fastconv.py too
+    blanks = sum(p.read_text().count('raise NotImplementedError("part') for p in (student / "tinyvgg").glob("*.py"))
+    assert readme.count("\n- `tinyvgg/") == blanks and "- `tinyvgg/fastconv.py`" in readme
+
+
 def test_the_student_version_imports_and_keeps_the_rest_intact(student):
     text = (student / "tinyvgg" / "layers.py").read_text()
-    assert "### BEGIN SOLUTION" not in text and 'raise NotImplementedError("part conv")' in text
-    assert "[part dense] hint: out = x @ W + b" in text
+    assert 'raise NotImplementedError("part conv")' in text and "[part dense] hint: out = x @ W + b" in text
     assert "ENABLED = False" in (student / "tinyvgg" / "fastconv.py").read_text()
     code = "import tinyvgg.models as m; print(m.vgg16(init='zeros').num_params())"
     result = subprocess.run([sys.executable, "-c", code], cwd=student, capture_output=True, text=True,
@@ -68,44 +113,245 @@ def test_the_student_version_imports_and_keeps_the_rest_intact(student):
     assert result.stdout.strip() == "138357544", result.stderr
     notebook = (student / "lessons" / "02_dense_layer.ipynb").read_text()
     assert "NotImplementedError" in notebook and 'self.grads = {\\"W\\": x.T @ dout' not in notebook
-    assert 'self.grads = {\\"W\\": x.T @ dout' in (REPO / "lessons" / "02_dense_layer.ipynb").read_text()
-    assert (student / "tests" / "test_assignment.py").exists() and (student / "README.md").exists()
+
+
+def run_student_tests(folder, *args):
+    """The handout's own pytest, run as a student would (the reference tinyvgg is installed here)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_assignment.py",
+                           *args], cwd=folder, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_handouts_own_tests_test_the_handouts_code(tmp_path):
+    assignments.make(str(tmp_path / "relu-only"), ["relu"])
+    result = run_student_tests(tmp_path / "relu-only")
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "4 failed" in summary and "passed" not in summary, result.stdout  # 2 checks x 2 seeds, all blank
+    assert "not implemented yet" in result.stdout
+    fixed = tmp_path / "relu-only" / "tinyvgg" / "layers.py"
+    source = (REPO / "tinyvgg" / "layers.py").read_text()
+    fixed.write_text(source)  # the student "writes" the part: now every test passes
+    result = run_student_tests(tmp_path / "relu-only")
+    assert result.returncode == 0 and "4 passed" in result.stdout, result.stdout
 
 
 def test_only_the_chosen_parts_are_removed(tmp_path):
     assignments.make(str(tmp_path / "relu-only"), ["relu"])
     report = assignments.grade(str(tmp_path / "relu-only"), timeout=60)
     assert report["parts"]["relu"]["points"] == 0
-    assert report["total"] == 100 - assignments.PARTS["relu"]
+    assert report["total"] == 100 - PARTS["relu"]
 
 
 def test_one_wrong_backward_loses_exactly_that_check(tmp_path):
-    sub = copy_of(None, tmp_path, ("layers.py", '"b": dout.sum(axis=0)}', '"b": 2 * dout.sum(axis=0)}'))
-    report = assignments.grade(str(sub), timeout=60)
+    sub = submission(tmp_path, ("layers.py", '"b": dout.sum(axis=0)}', '"b": 2 * dout.sum(axis=0)}'))
+    report = assignments.grade(str(sub), parts=["dense", "relu"], timeout=60)
     dense = report["parts"]["dense"]
     assert dense["points"] == 4 and len(dense["reasons"]) == 1 and "Dense backward" in dense["reasons"][0]
-    assert "db" in dense["reasons"][0]
-    assert report["total"] == 100 - 6
+    assert "db is off" in dense["reasons"][0]
+    assert report["total"] == 4 + PARTS["relu"]
+
+
+def test_conv_is_judged_on_its_own_with_the_graders_im2col(student, tmp_path):
+    solved_conv = submission(tmp_path, base=student)
+    layers = (solved_conv / "tinyvgg" / "layers.py")
+    reference = (REPO / "tinyvgg" / "layers.py").read_text()
+    start, stop = reference.index("class Conv2D"), reference.index("class BatchNorm2D")
+    text = layers.read_text()
+    layers.write_text(text[:text.index("class Conv2D")] + reference[start:stop] + text[text.index("class BatchNorm2D"):])
+    report = assignments.grade(str(solved_conv), parts=["im2col", "conv"], timeout=60)
+    assert points(report) == {"im2col": 0, "conv": 20}, report["parts"]
+
+
+# ---------------------------------------------------------------- hostile submissions
+
+@POSIX_ONLY
+def test_forged_answers_and_results_score_nothing(student, tmp_path):
+    forger = submission(tmp_path, ("__init__.py", None, """
+        import glob, json, os, sys, atexit
+        import numpy as np
+        def forge():
+            for path in glob.glob("*.npz") + [sys.argv[3]]:  # every task and the answer it expects
+                np.savez(path if "answer" in path else path.replace("task", "answer"),
+                         errors=np.array("{}"), **{f"{c}/{k}": np.zeros(3) for c in ("forward", "backward")
+                                                   for k in ("out", "dx", "dW", "db")})
+            for part in ("dense", "relu", "sgd"):  # the old grader's result files, with made-up points
+                with open(f"result-{part}.json", "w") as f:
+                    json.dump([{"check": "x", "points": 2000, "max": None, "reason": None}], f)
+        forge()
+        atexit.register(forge)
+        """), base=student)
+    report = assignments.grade(str(forger), parts=["dense", "relu", "sgd"], timeout=60)
+    assert report["total"] == 0, report["parts"]
+
+
+@POSIX_ONLY
+def test_monkeypatched_numpy_and_checks_change_nothing(tmp_path):
+    sub = submission(tmp_path, ("layers.py", '"b": dout.sum(axis=0)}', '"b": 2 * dout.sum(axis=0)}'),
+                     ("__init__.py", None, """
+        import numpy, numpy.testing, numpy.linalg
+        numpy.allclose = lambda *a, **k: True
+        numpy.testing.assert_allclose = lambda *a, **k: None
+        numpy.linalg.norm = lambda *a, **k: 0.0
+        try:
+            import tinyvgg.assignment_checks as checks
+            checks.score = lambda *a, **k: [{"check": "all", "points": 1000, "max": 1000, "reason": None}]
+        except Exception:
+            pass
+        """))
+    report = assignments.grade(str(sub), parts=["dense"], timeout=60)
+    assert points(report) == {"dense": 4}
+
+
+@POSIX_ONLY
+def test_writes_and_deletes_outside_the_submission_are_refused(tmp_path):
+    outside = tmp_path / "teacher"
+    (outside / "folder").mkdir(parents=True)
+    (outside / "grades.csv").write_text("precious")
+    (outside / "folder" / "notes.txt").write_text("keep me")
+    before = tree_digest(outside)
+    sub = submission(tmp_path, ("__init__.py", None, f"""
+        import ctypes, os, shutil, pathlib
+        outside = {str(outside)!r}
+        attempts = [lambda: os.remove(outside + "/grades.csv"),
+                    lambda: open(outside + "/grades.csv", "w").write("0"),
+                    lambda: open(outside + "/new.txt", "w").write("hello"),
+                    lambda: shutil.rmtree(outside + "/folder"),
+                    lambda: os.rename(outside + "/grades.csv", outside + "/moved.csv"),
+                    lambda: pathlib.Path(outside, "folder", "notes.txt").unlink(),
+                    lambda: ctypes.CDLL(None).unlink((outside + "/grades.csv").encode()),
+                    lambda: ctypes.pythonapi.unlink((outside + "/grades.csv").encode())]
+        for attempt in attempts:
+            try:
+                attempt()
+            except Exception as err:
+                print("refused:", type(err).__name__, err)
+        """))
+    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"], "dense": PARTS["dense"]}
+    assert tree_digest(outside) == before
+
+
+@POSIX_ONLY
+def test_killing_the_grader_is_refused(tmp_path):
+    sub = submission(tmp_path, ("__init__.py", None, """
+        import os, signal
+        for attempt in (lambda: os.kill(os.getppid(), signal.SIGKILL), lambda: os.killpg(0, signal.SIGTERM),
+                        lambda: os.kill(1, signal.SIGTERM)):
+            try:
+                attempt()
+            except Exception:
+                pass
+        """))
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"]}
+
+
+@POSIX_ONLY
+def test_no_process_started_by_a_submission_outlives_the_grader(tmp_path):
+    marker = f"tinyvgg-stray-{os.getpid()}-{time.time_ns()}"
+    sub = submission(tmp_path, ("__init__.py", None, f"""
+        import os, subprocess, sys
+        for attempt in (lambda: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "{marker}"],
+                                                 start_new_session=True),
+                        lambda: os.fork()):
+            try:
+                if attempt() == 0:  # a forked child: become a daemon and wait
+                    os.setsid()
+                    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", "{marker}"])
+            except Exception:
+                pass
+        """))
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"]}
+    assert marked_processes(marker) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child subreaper is Linux's")
+def test_the_reaper_kills_detached_grandchildren(tmp_path):
+    marker = f"tinyvgg-detached-{os.getpid()}-{time.time_ns()}"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", marker]
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys
+        subprocess.Popen({sleeper!r}, start_new_session=True)        # a new session: escapes killpg
+        if os.fork() == 0:                                            # a classic daemon: double fork, setsid
+            os.setsid()
+            if os.fork() == 0:
+                os.execv(sys.executable, {sleeper!r})
+            os._exit(0)
+        print("started")
+        """)
+    status, _ = sandbox.run_limited([sys.executable, "-c", script], str(tmp_path), dict(os.environ), 30,
+                                    str(tmp_path / "log"), 1 << 20)
+    assert status == "exited" and "started" in (tmp_path / "log").read_text()
+    assert marked_processes(marker) == []
+
+
+@POSIX_ONLY
+def test_an_output_flood_costs_only_its_part(tmp_path):
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+                                "while True:\n            print('x' * 1000)\n        out = None"))
+    start = time.perf_counter()
+    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
+    assert time.perf_counter() - start < 30
+    assert points(report) == {"relu": 0, "dense": PARTS["dense"]}
+    assert "printed more than 1 MB" in report["parts"]["relu"]["reasons"][0]
 
 
 def test_an_endless_loop_is_stopped_and_the_other_parts_are_graded(tmp_path):
-    sub = copy_of(None, tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
-                                   "while True:\n            print('still thinking')\n        out = None"))
-    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=5)
-    assert report["parts"]["relu"]["points"] == 0
-    assert "stopped after 5 s" in report["parts"]["relu"]["reasons"][0]
-    assert report["parts"]["dense"]["points"] == 10
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+                                "while True:\n            pass\n        out = None"))
+    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=3)
+    assert points(report) == {"relu": 0, "dense": PARTS["dense"]}
+    assert "stopped after 3 s" in report["parts"]["relu"]["reasons"][0]
 
 
-def test_cli_grades_a_folder_of_submissions_into_one_csv(student, tmp_path):
+@POSIX_ONLY
+@pytest.mark.parametrize("sabotage, reason", [
+    ("import atexit, sys; atexit.register(lambda: open(sys.argv[3], 'wb').write(b'junk'))", "answer was malformed"),
+    ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[3], errors=numpy.array([1])))",
+     "answer was malformed"),
+    ("import os; os.abort()", "did not finish"),
+    ("import numpy; numpy.ones(10**11)", "MemoryError"),
+    ("import os; [open(f'big{i}', 'wb').write(b'0' * (15 << 20)) for i in range(40)]", "MB of files"),
+    ("open('huge', 'wb').write(b'0' * (40 << 20))", "File too large"),  # the file-size limit
+])
+def test_a_crash_or_a_malformed_answer_costs_only_its_part(tmp_path, sabotage, reason):
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+                                f"{sabotage}\n        out = xp.maximum(x, 0, out=x if self.inplace else None)"))
+    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
+    assert points(report) == {"relu": 0, "dense": PARTS["dense"]}
+    assert any(reason in r for r in report["parts"]["relu"]["reasons"]), report["parts"]["relu"]["reasons"]
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_grades_a_batch_with_broken_submissions_into_one_csv(student, tmp_path):
     csv_path, json_path = tmp_path / "grades.csv", tmp_path / "report.json"
+    flood = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+                                  "while True:\n            print('x' * 1000)\n        out = None"), name="flood")
     result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), str(student),
-                             "--parts", "dense", "relu", "--csv", str(csv_path), "--json", str(json_path)],
-                            capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "nothing"), str(flood), "--parts", "dense", "relu", "--csv", str(csv_path),
+                             "--json", str(json_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = csv_path.read_text().splitlines()
-    assert rows[0] == "submission,dense,relu,total,max"
-    assert rows[1].endswith(",10,10,20,20") and rows[2].endswith(",0,0,0,20")
-    bad = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(tmp_path / "nothing")],
-                         capture_output=True, text=True)
-    assert bad.returncode == 1 and "holds no tinyvgg package" in bad.stderr and "Traceback" not in bad.stderr
+    assert rows[0] == "submission,dense,relu,total,max,note"
+    assert rows[1].endswith(",10,5,15,15,") and rows[2].endswith(",0,0,0,15,")
+    assert "holds no tinyvgg package" in rows[3] and rows[4].endswith(",10,0,10,15,")
+    again = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), "--parts", "relu",
+                            "--csv", str(csv_path)], capture_output=True, text=True)
+    assert again.returncode == 1 and "already exists; pass --force" in again.stderr
+    assert csv_path.read_text().splitlines() == rows
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timeout", "-1"], "--timeout must be a positive number"),
+    (["--timeout", "nan"], "--timeout must be a positive number"),
+    (["--memory-limit", "0"], "--memory-limit must be a positive number"),
+    (["--csv", "{tmp}/missing/grades.csv"], "does not exist; create it first"),
+])
+def test_cli_refuses_bad_options_before_grading(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert "points" not in result.stdout  # refused before any grading

@@ -26,3 +26,14 @@ def test_maxpool_picks_the_window_maximum_and_routes_to_the_first_on_ties():
     assert naive.maxpool_forward(x).ravel().tolist() == [5.0]
     dx = naive.maxpool_backward(x, np.array([7.0]).reshape(1, 1, 1, 1))
     assert dx.ravel().tolist() == [0, 7, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_im2col_rows_are_the_patches_and_col2im_adds_them_back():
+    x = np.arange(2 * 3 * 3 * 2, dtype=float).reshape(2, 3, 3, 2)
+    cols = naive.im2col(x, 3, 1)
+    assert cols.shape == (2 * 9, 18)
+    np.testing.assert_array_equal(cols[4], x[0].ravel())          # the centre pixel's patch is the whole image
+    assert cols[0, :8].tolist() == [0] * 8 and cols[0, 8:10].tolist() == x[0, 0, 0].tolist()
+    # col2im of all ones counts how many patches cover each pixel: 4 in a corner, 9 in the centre
+    counts = naive.col2im(np.ones_like(cols), x.shape, 3, 1)
+    assert counts[0, 0, 0, 0] == 4 and counts[0, 1, 1, 0] == 9 and counts[0, 0, 1, 0] == 6

@@ -1,300 +1,226 @@
-"""The grader's checks, one function per assignment part.
+"""The grader's checks: inputs, reference answers and points, one function per part.
 
-This file runs in a separate process with the *student's* ``tinyvgg`` first on
-the path: ``python assignment_checks.py PART SEED RESULT.json``. It relies on
-nothing of the student's beyond the functions under test: its loop references
-and its central-difference gradients are written out here, so an edited
-``gradcheck.py`` cannot change a grade. Inputs are drawn from ``SEED``, which
-the grader picks at random each time, so they are not the student's test inputs.
-Each check is worth some points; one that fails or raises loses them with a reason.
+Everything here runs in the grader's own process and never imports a student's
+code. ``make_task(part, seed)`` draws the inputs of a part from ``seed`` (a fresh
+random one at each grading), computes the right answers with the loop references
+of :mod:`tinyvgg.naive` and the formulas below (float64), and lists the checks:
+each names a *case* (a recipe of :mod:`tinyvgg.assignment_runner` with its inputs),
+how its outputs are judged, and the points it is worth. The student's code runs
+the cases in a sandboxed child and hands back arrays; :func:`score` judges them.
+A part can never earn more than its checks are worth.
 """
-import json
-import sys
-import traceback
-
 import numpy as np
 
+from . import naive
+from .assignment_runner import compare
+
+#: Points per part (100 in all).
+PARTS = {"im2col": 10, "conv": 20, "pool": 10, "dense": 10, "relu": 5, "dropout": 10, "softmax": 10, "sgd": 10,
+         "batchnorm": 15}
 TOL = 1e-6
 
 
-def numerical_gradient(f, x, eps=1e-6):
-    grad = np.zeros_like(x)
-    flat, g = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = float(f())
-        flat[i] = old - eps
-        minus = float(f())
-        flat[i] = old
-        g[i] = (plus - minus) / (2 * eps)
-    return grad
+class Task:
+    """The cases of one part (inputs and recipe) and its checks (what each case must output)."""
+
+    def __init__(self, part):
+        self.part, self.cases, self.checks = part, {}, []
+        self.reference_im2col = part == "conv"  # conv is judged on its own: the grader lends it im2col
+
+    def case(self, name, recipe, arrays, **kwargs):
+        self.cases[name] = {"recipe": recipe, "arrays": {k: np.asarray(v) for k, v in arrays.items()},
+                            "kwargs": kwargs}
+        return name
+
+    def check(self, points, title, case, expected=None, kind="match", tol=TOL):
+        self.checks.append({"points": points, "title": title, "case": case, "kind": kind, "tol": tol,
+                            "expected": {k: np.asarray(v, dtype=np.float64) for k, v in (expected or {}).items()}})
+
+    def meta(self):
+        """What the child needs to know (JSON): each case's recipe and keyword arguments."""
+        return {"part": self.part, "reference_im2col": self.reference_im2col,
+                "cases": {name: {"recipe": c["recipe"], "kwargs": c["kwargs"]} for name, c in self.cases.items()}}
+
+    def input_arrays(self):
+        """``{"<case>/<name>": array}``: every input, for the task file."""
+        return {f"{case}/{name}": value for case, c in self.cases.items() for name, value in c["arrays"].items()}
 
 
-def rel_error(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shape {a.shape}, expected {b.shape}")
-    denom = np.linalg.norm(a) + np.linalg.norm(b)
-    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
-
-
-def expect_close(what, got, expected, tol=TOL):
-    err = rel_error(got, expected)
-    if not err < tol:
-        raise AssertionError(f"{what} is off: relative error {err:.1e}")
-
-
-def layer_gradients(layer, x, rng):
-    """(analytic, numerical) gradients of sum(forward(x) * G) for x and every parameter."""
-    out = layer.forward(x, train=True)
-    G = rng.standard_normal(out.shape)
-    analytic = {"dx": np.array(layer.backward(G.copy()))}
-    analytic.update({f"d{k}": np.array(v) for k, v in layer.grads.items()})
-
-    def loss():
-        return (layer.forward(x, train=True) * G).sum()
-    numeric = {"dx": numerical_gradient(loss, x)}
-    numeric.update({f"d{k}": numerical_gradient(loss, p) for k, p in layer.params.items()})
-    return analytic, numeric
-
-
-def expect_gradients(layer, x, rng):
-    analytic, numeric = layer_gradients(layer, x, rng)
-    for name in numeric:
-        if name not in analytic:
-            raise AssertionError(f"backward did not fill grads[{name[1:]!r}]")
-        expect_close(f"{type(layer).__name__} backward {name}", analytic[name], numeric[name])
-
-
-def conv_loops(x, W, b, pad):
-    N, H, Wd, C = x.shape
-    K, F = W.shape[0], W.shape[3]
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    Ho, Wo = H + 2 * pad - K + 1, Wd + 2 * pad - K + 1
-    out = np.empty((N, Ho, Wo, F))
-    for n in range(N):
-        for h in range(Ho):
-            for w in range(Wo):
-                out[n, h, w] = np.tensordot(xp[n, h:h + K, w:w + K], W, axes=3) + b
-    return out
-
-
-def pool_loops(x, dout=None):
-    N, H, W, C = x.shape
-    out, dx = np.empty((N, H // 2, W // 2, C)), np.zeros_like(x)
-    for n in range(N):
-        for h in range(H // 2):
-            for w in range(W // 2):
-                for c in range(C):
-                    win = x[n, 2 * h:2 * h + 2, 2 * w:2 * w + 2, c]
-                    out[n, h, w, c] = win.max()
-                    if dout is not None:
-                        i, j = np.unravel_index(np.argmax(win), (2, 2))
-                        dx[n, 2 * h + i, 2 * w + j, c] = dout[n, h, w, c]
-    return out, dx
+def score(task, outputs, errors):
+    """[{"check", "points", "max", "reason"}]: each check of ``task`` judged on the child's answer."""
+    results = []
+    for check in task.checks:
+        case = task.cases[check["case"]]
+        reason = errors.get(check["case"])
+        if reason is None:
+            got = {name.split("/", 1)[1]: value for name, value in outputs.items()
+                   if name.startswith(check["case"] + "/")}
+            reason = compare(check["kind"], got, check["expected"], case["arrays"], case["kwargs"], check["tol"])
+        results.append({"check": check["title"], "points": 0 if reason else check["points"],
+                        "max": check["points"], "reason": reason})
+    return results
 
 
 # ---------------------------------------------------------------- the parts
 
-def check_im2col(rng):
-    from tinyvgg.im2col import col2im, im2col
-
-    def copies_patches():
-        for K, padding, pad in ((3, "same", 1), (1, "same", 0), (5, "valid", 0)):
-            x = rng.standard_normal((2, 6, 5, 3))
-            xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-            Ho, Wo = 6 + 2 * pad - K + 1, 5 + 2 * pad - K + 1
-            rows = [xp[n, h:h + K, w:w + K].ravel() for n in range(2) for h in range(Ho) for w in range(Wo)]
-            expect_close(f"im2col (K={K}, padding={padding!r})", im2col(x, K, padding), np.array(rows), 1e-12)
-
-    def adjoint():
-        x = rng.standard_normal((2, 5, 6, 4))
-        y = rng.standard_normal(im2col(x).shape)
-        dx = col2im(y, x.shape)
-        expect_close("<x, col2im(y)> against <im2col(x), y>", np.vdot(x, dx), np.vdot(im2col(x), y), 1e-10)
-    return [(5, "im2col copies every patch", copies_patches), (5, "col2im is the adjoint of im2col", adjoint)]
+def _im2col(task, rng):
+    for K, padding, pad in ((3, "same", 1), (1, "same", 0), (5, "valid", 0)):
+        x = rng.standard_normal((2, 6, 5, 3))
+        case = task.case(f"im2col_K{K}_{padding}", "im2col", {"x": x}, K=K, padding=padding)
+        task.check(2 if K == 1 else 4 if K == 3 else 1, f"im2col copies every patch (K={K}, padding={padding!r})",
+                   case, {"cols": naive.im2col(x, K, pad)}, tol=1e-12)
+    x_shape = (2, 5, 6, 4)
+    cols = rng.standard_normal((2 * 5 * 6, 9 * 4))
+    case = task.case("col2im", "col2im", {"cols": cols}, x_shape=x_shape, K=3, padding="same")
+    task.check(3, "col2im adds every patch row back (the adjoint of im2col)", case,
+               {"dx": naive.col2im(cols, x_shape, 3, 1)}, tol=1e-12)
 
 
-def check_conv(rng):
-    from tinyvgg.layers import Conv2D
-
-    def forward():
-        layer = Conv2D(3, 4, kernel_size=3, rng=rng, dtype=np.float64, fast=False)
-        layer.params["b"] = rng.standard_normal(4)
-        x = rng.standard_normal((2, 5, 6, 3))
-        expect_close("Conv2D forward", layer.forward(x), conv_loops(x, layer.params["W"], layer.params["b"], 1))
-
-    def backward():
-        layer = Conv2D(2, 3, kernel_size=3, rng=rng, dtype=np.float64, fast=False)
-        layer.params["b"] = rng.standard_normal(3)
-        expect_gradients(layer, rng.standard_normal((2, 4, 5, 2)), rng)
-    return [(10, "Conv2D forward matches the definition", forward),
-            (10, "Conv2D backward matches numerical gradients", backward)]
+def _conv(task, rng):
+    x, W, b = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    case = task.case("forward", "conv_forward", {"x": x, "W": W, "b": b}, padding="same")
+    task.check(10, "Conv2D forward matches the definition", case, {"out": naive.conv2d_forward(x, W, b, 1)})
+    x, W, b = rng.standard_normal((2, 4, 5, 2)), rng.standard_normal((3, 3, 2, 3)), rng.standard_normal(3)
+    dout = rng.standard_normal((2, 4, 5, 3))
+    dx, dW, db = naive.conv2d_backward(x, W, dout, 1)
+    case = task.case("backward", "conv_backward", {"x": x, "W": W, "b": b, "dout": dout}, padding="same")
+    task.check(10, "Conv2D backward gives dx, dW and db", case, {"dx": dx, "dW": dW, "db": db})
 
 
-def check_pool(rng):
-    from tinyvgg.layers import MaxPool2D
-
-    def forward():
-        x = rng.standard_normal((2, 6, 4, 3))
-        expect_close("MaxPool2D forward", MaxPool2D(fast=False).forward(x), pool_loops(x)[0], 1e-12)
-
-    def backward_with_ties():
-        x = rng.integers(0, 3, (2, 4, 6, 2)).astype(np.float64)  # many ties: the first maximum wins
-        pool = MaxPool2D(fast=False)
-        out = pool.forward(x, train=True)
-        dout = rng.standard_normal(out.shape)
-        expect_close("MaxPool2D backward (with ties)", pool.backward(dout), pool_loops(x, dout)[1], 1e-12)
-
-    def odd_sizes():
-        x = rng.permutation(2 * 5 * 7 * 2).reshape(2, 5, 7, 2) / 10.0
-        pool = MaxPool2D(fast=False)
-        out = pool.forward(x, train=True)
-        if out.shape != (2, 2, 3, 2):
-            raise AssertionError(f"an odd-sized input gives output shape {out.shape}, expected (2, 2, 3, 2)")
-        dout = rng.standard_normal(out.shape)
-        expect_close("MaxPool2D backward (odd sizes)", pool.backward(dout), pool_loops(x, dout)[1], 1e-12)
-    return [(5, "MaxPool2D forward", forward),
-            (5, "MaxPool2D backward routes to the first maximum", backward_with_ties),
-            (5, "MaxPool2D floors odd sizes", odd_sizes)]
+def _pool(task, rng):
+    x = rng.standard_normal((2, 6, 4, 3))
+    case = task.case("forward", "maxpool_forward", {"x": x})
+    task.check(4, "MaxPool2D forward", case, {"out": naive.maxpool_forward(x)}, tol=1e-12)
+    x = rng.integers(0, 3, (2, 4, 6, 2)).astype(np.float64)  # many ties: the first maximum wins
+    dout = rng.standard_normal((2, 2, 3, 2))
+    case = task.case("ties", "maxpool_backward", {"x": x, "dout": dout})
+    task.check(3, "MaxPool2D backward routes to the first maximum (with ties)", case,
+               {"dx": naive.maxpool_backward(x, dout)}, tol=1e-12)
+    x = rng.permutation(2 * 5 * 7 * 2).reshape(2, 5, 7, 2) / 10.0
+    dout = rng.standard_normal((2, 2, 3, 2))
+    case = task.case("odd", "maxpool_backward", {"x": x, "dout": dout})
+    task.check(3, "MaxPool2D floors odd sizes (backward gives 0 to the dropped edge)", case,
+               {"dx": naive.maxpool_backward(x, dout)}, tol=1e-12)
 
 
-def check_dense(rng):
-    from tinyvgg.layers import Dense
-
-    def forward():
-        layer = Dense(5, 3, rng=rng, dtype=np.float64)
-        layer.params["b"] = rng.standard_normal(3)
-        x = rng.standard_normal((4, 5))
-        expect_close("Dense forward", layer.forward(x), x @ layer.params["W"] + layer.params["b"], 1e-12)
-
-    def backward():
-        layer = Dense(4, 3, rng=rng, dtype=np.float64)
-        expect_gradients(layer, rng.standard_normal((3, 4)), rng)
-    return [(4, "Dense forward", forward), (6, "Dense backward matches numerical gradients", backward)]
+def _dense(task, rng):
+    x, W, b = rng.standard_normal((4, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3)
+    case = task.case("forward", "dense_forward", {"x": x, "W": W, "b": b})
+    task.check(4, "Dense forward", case, {"out": x @ W + b}, tol=1e-12)
+    x, W, b, dout = rng.standard_normal((3, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3), \
+        rng.standard_normal((3, 3))
+    case = task.case("backward", "dense_backward", {"x": x, "W": W, "b": b, "dout": dout})
+    task.check(6, "Dense backward gives dx, dW and db", case,
+               {"dx": dout @ W.T, "dW": x.T @ dout, "db": dout.sum(axis=0)}, tol=1e-12)
 
 
-def check_relu(rng):
-    from tinyvgg.layers import ReLU
-
-    def forward():
-        x = rng.standard_normal((3, 7))
-        expect_close("ReLU forward", ReLU().forward(x), np.maximum(x, 0), 1e-12)
-
-    def backward():
-        x = rng.uniform(0.1, 1, (3, 5)) * rng.choice([-1.0, 1.0], (3, 5))
-        expect_gradients(ReLU(), x, rng)
-    return [(4, "ReLU forward", forward), (6, "ReLU backward matches numerical gradients", backward)]
+def _relu(task, rng):
+    x = rng.standard_normal((3, 7))
+    case = task.case("forward", "relu_forward", {"x": x})
+    task.check(2, "ReLU forward", case, {"out": np.maximum(x, 0)}, tol=1e-12)
+    x = rng.uniform(0.1, 1, (3, 5)) * rng.choice([-1.0, 1.0], (3, 5))
+    dout = rng.standard_normal((3, 5))
+    case = task.case("backward", "relu_backward", {"x": x, "dout": dout})
+    task.check(3, "ReLU backward passes the gradient where x > 0", case, {"dx": dout * (x > 0)}, tol=1e-12)
 
 
-def check_dropout(rng):
-    from tinyvgg.layers import Dropout
-
-    def evaluation():
-        x = rng.standard_normal((4, 5))
-        expect_close("Dropout at evaluation (must be the identity)", Dropout(0.5, rng=rng).forward(x), x, 1e-12)
-
-    def training():
-        x = np.ones((400, 250))
-        out = np.asarray(Dropout(0.3, rng=np.random.default_rng(int(rng.integers(1 << 30)))).forward(x, train=True))
-        zeros, mean = float((out == 0).mean()), float(out.mean())
-        if abs(zeros - 0.3) > 0.01 or abs(mean - 1.0) > 0.02:
-            raise AssertionError(f"Dropout(0.3) in training zeroed {zeros:.3f} of the units (expected 0.3) and kept "
-                                 f"the mean at {mean:.3f} (expected 1.0: inverted dropout scales by 1 / (1 - rate))")
-
-    def backward():
-        layer = Dropout(0.5, rng=np.random.default_rng(int(rng.integers(1 << 30))))
-        x = rng.standard_normal((6, 8))
-        out = np.asarray(layer.forward(x, train=True))
-        dout = rng.standard_normal(out.shape)
-        expected = np.where(out != 0, dout * 2.0, 0)  # the kept units, scaled by 1 / (1 - 0.5)
-        expect_close("Dropout backward (the forward pass's mask)", layer.backward(dout), expected, 1e-12)
-    return [(3, "Dropout is the identity at evaluation", evaluation),
-            (4, "Dropout drops `rate` of the units and keeps the mean", training),
-            (3, "Dropout backward applies the same mask", backward)]
+def _dropout(task, rng):
+    x = rng.standard_normal((4, 5))
+    case = task.case("eval", "dropout_eval", {"x": x}, rate=0.5, seed=int(rng.integers(1 << 30)))
+    task.check(3, "Dropout is the identity at evaluation", case, {"out": x}, tol=1e-12)
+    x, dout = rng.standard_normal((400, 250)), rng.standard_normal((400, 250))
+    case = task.case("train", "dropout_train", {"x": x, "dout": dout}, rate=0.3, seed=int(rng.integers(1 << 30)))
+    task.check(7, "Dropout drops `rate` of the units, scales the rest, and backward uses the same mask", case,
+               kind="dropout")
 
 
-def check_softmax(rng):
-    from tinyvgg.layers import SoftmaxCrossEntropy
-
-    def forward():
-        logits = rng.standard_normal((5, 4)) * 3
-        labels = rng.integers(0, 4, 5)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        expected = -np.log(p[np.arange(5), labels]).mean()
-        expect_close("SoftmaxCrossEntropy forward", SoftmaxCrossEntropy().forward(logits, labels), expected, 1e-10)
-        huge = float(SoftmaxCrossEntropy().forward(np.array([[1000.0, 0.0], [0.0, 1000.0]]), np.array([1, 1])))
-        if not np.isfinite(huge) or abs(huge - 500.0) > 1e-6:
-            raise AssertionError(f"loss of logits around 1000 is {huge} (expected 500): subtract each row's maximum")
-
-    def backward():
-        loss = SoftmaxCrossEntropy()
-        logits = rng.standard_normal((4, 5))
-        labels = rng.integers(0, 5, 4)
-        loss.forward(logits, labels)
-        analytic = np.array(loss.backward())
-        numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(logits, labels), logits)
-        expect_close("SoftmaxCrossEntropy backward", analytic, numeric)
-    return [(5, "SoftmaxCrossEntropy forward, stable for large logits", forward),
-            (5, "SoftmaxCrossEntropy backward matches numerical gradients", backward)]
+def _softmax(task, rng):
+    logits, labels = rng.standard_normal((5, 4)) * 3, rng.integers(0, 4, 5)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    case = task.case("forward", "softmax_forward", {"logits": logits, "labels": labels})
+    task.check(3, "SoftmaxCrossEntropy forward", case, {"loss": -np.log(p[np.arange(5), labels]).mean()}, tol=1e-10)
+    case = task.case("huge", "softmax_forward", {"logits": np.array([[1000.0, 0.0], [0.0, 1000.0]]),
+                                                 "labels": np.array([1, 1])})
+    task.check(2, "SoftmaxCrossEntropy is stable for logits around 1000 (subtract each row's maximum)", case,
+               {"loss": 500.0}, tol=1e-10)
+    logits, labels = rng.standard_normal((4, 5)), rng.integers(0, 5, 4)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    case = task.case("backward", "softmax_backward", {"logits": logits, "labels": labels})
+    task.check(5, "SoftmaxCrossEntropy backward: (softmax - onehot) / N", case,
+               {"dlogits": (p - np.eye(5)[labels]) / 4}, tol=1e-10)
 
 
-def check_sgd(rng):
-    from tinyvgg.optim import SGD
-
-    def momentum():
-        w0, g1, g2 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-        params = {"layer.W": w0.copy()}
-        opt = SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01)
-        opt.step({"layer.W": g1.copy()})
-        opt.step({"layer.W": g2.copy()})
-        v1 = -0.1 * (g1 + 0.01 * w0)
-        w1 = w0 + v1
-        v2 = 0.9 * v1 - 0.1 * (g2 + 0.01 * w1)
-        expect_close("two momentum SGD steps with weight decay", params["layer.W"], w1 + v2, 1e-12)
-
-    def nesterov():
-        w0, g = rng.standard_normal(6), rng.standard_normal(6)
-        params = {"layer.W": w0.copy().reshape(2, 3)}
-        SGD(params, lr=0.1, momentum=0.9, nesterov=True).step({"layer.W": g.copy().reshape(2, 3)})
-        v = -0.1 * g
-        expect_close("a Nesterov step", params["layer.W"].ravel(), w0 + 0.9 * v - 0.1 * g, 1e-12)
-    return [(10, "momentum SGD with weight decay follows the formula", momentum),
-            (5, "Nesterov momentum", nesterov)]
+def _sgd(task, rng):
+    w0, g1, g2 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    case = task.case("momentum", "sgd", {"w": w0, "grads": np.stack([g1, g2])}, lr=0.1, momentum=0.9,
+                     nesterov=False, weight_decay=0.01)
+    v1 = -0.1 * (g1 + 0.01 * w0)
+    w1 = w0 + v1
+    v2 = 0.9 * v1 - 0.1 * (g2 + 0.01 * w1)
+    task.check(7, "two momentum SGD steps with weight decay follow the formula", case, {"w": w1 + v2}, tol=1e-12)
+    w0, g = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    case = task.case("nesterov", "sgd", {"w": w0, "grads": g[None]}, lr=0.1, momentum=0.9, nesterov=True,
+                     weight_decay=0.0)
+    task.check(3, "a Nesterov step", case, {"w": w0 + 0.9 * (-0.1 * g) - 0.1 * g}, tol=1e-12)
 
 
-CHECKS = {"im2col": check_im2col, "conv": check_conv, "pool": check_pool, "dense": check_dense,
-          "relu": check_relu, "dropout": check_dropout, "softmax": check_softmax, "sgd": check_sgd}
+def batchnorm_reference(x, gamma, beta, eps, mean=None, var=None):
+    """out of batch normalization over (N, H, W): batch statistics unless ``mean`` and ``var`` are given."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if mean is None:
+        mean, var = x2.mean(axis=0), x2.var(axis=0)
+    return ((x2 - mean) / np.sqrt(var + eps) * gamma + beta).reshape(x.shape)
 
 
-def run_part(part, seed):
-    """[{"check", "points", "max", "reason"}] for one part."""
-    rng = np.random.default_rng(seed)
-    results = []
-    for points, name, check in CHECKS[part](rng):
-        try:
-            check()
-            results.append({"check": name, "points": points, "max": points, "reason": None})
-        except NotImplementedError:
-            results.append({"check": name, "points": 0, "max": points, "reason": "not implemented yet"})
-        except AssertionError as err:
-            results.append({"check": name, "points": 0, "max": points, "reason": str(err)})
-        except Exception as err:  # the student's code raised
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            results.append({"check": name, "points": 0, "max": points,
-                            "reason": f"raised {type(err).__name__}: {err} (line {where.lineno} of "
-                                      f"{where.filename.rsplit('/', 1)[-1]})"})
-    return results
+def _numerical_gradient(f, x, eps=1e-6):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        plus = f()
+        x[i] = old - eps
+        minus = f()
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
 
 
-if __name__ == "__main__":
-    part, seed, result_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    try:
-        report = run_part(part, seed)
-    except Exception as err:  # e.g. the student's package does not import
-        report = [{"check": "import", "points": 0, "max": None,
-                   "reason": f"the package could not be used: {type(err).__name__}: {err}"}]
-    with open(result_path, "w") as f:
-        json.dump(report, f)
+def _batchnorm(task, rng):
+    C, eps, momentum = 3, 1e-5, 0.8
+    x = rng.standard_normal((4, 3, 2, C)) * rng.uniform(0.5, 3, C) + rng.uniform(-2, 2, C)
+    gamma, beta = rng.uniform(0.5, 2, C), rng.standard_normal(C)
+    case = task.case("train", "batchnorm_train", {"x": x, "gamma": gamma, "beta": beta}, momentum=momentum, eps=eps)
+    m = x.size // C
+    x2 = x.reshape(-1, C)
+    task.check(5, "BatchNorm2D in training: batch statistics, and the running averages updated", case,
+               {"out": batchnorm_reference(x, gamma, beta, eps), "running_mean": (1 - momentum) * x2.mean(axis=0),
+                "running_var": momentum + (1 - momentum) * x2.var(axis=0) * m / (m - 1)})
+    running_mean, running_var = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    case = task.case("eval", "batchnorm_eval", {"x": x, "gamma": gamma, "beta": beta, "running_mean": running_mean,
+                                                "running_var": running_var}, momentum=momentum, eps=eps)
+    task.check(3, "BatchNorm2D at evaluation uses the running statistics", case,
+               {"out": batchnorm_reference(x, gamma, beta, eps, running_mean, running_var)})
+    x = rng.standard_normal((2, 3, 3, C)) * 2 + 1
+    dout = rng.standard_normal(x.shape)
+
+    def loss():
+        return float((batchnorm_reference(x, gamma, beta, eps) * dout).sum())
+    expected = {"dx": _numerical_gradient(loss, x), "dgamma": _numerical_gradient(loss, gamma),
+                "dbeta": _numerical_gradient(loss, beta)}
+    case = task.case("backward", "batchnorm_backward", {"x": x, "gamma": gamma, "beta": beta, "dout": dout},
+                     momentum=momentum, eps=eps)
+    task.check(7, "BatchNorm2D backward gives dx, dgamma and dbeta", case, expected)
+
+
+BUILDERS = {"im2col": _im2col, "conv": _conv, "pool": _pool, "dense": _dense, "relu": _relu, "dropout": _dropout,
+            "softmax": _softmax, "sgd": _sgd, "batchnorm": _batchnorm}
+
+
+def make_task(part, seed):
+    """The :class:`Task` of ``part`` with inputs drawn from ``seed``; its checks add up to ``PARTS[part]``."""
+    task = Task(part)
+    BUILDERS[part](task, np.random.default_rng(seed))
+    assert sum(c["points"] for c in task.checks) == PARTS[part], part
+    return task

@@ -1,11 +1,36 @@
-"""Slow, obviously-correct loop versions of convolution and max-pooling.
+"""Slow, obviously-correct loop versions of im2col, convolution and max-pooling.
 
 They follow the definitions pixel by pixel, with no tricks, so they serve as
-the oracle the fast im2col/matmul kernels are tested against, and as the
-starting point of the convolution lesson (and its timing comparison).
-NumPy only; shapes as in :mod:`tinyvgg.layers` (NHWC, HWIO weights).
+the oracle the fast im2col/matmul kernels are tested against, as the grader's
+references, and as the starting point of the convolution lesson (and its timing
+comparison). NumPy only, and nothing else imported: the grader copies this file
+as it is. Shapes as in :mod:`tinyvgg.layers` (NHWC, HWIO weights); ``pad`` is the
+number of zero rows and columns on each side.
 """
 import numpy as np
+
+
+def im2col(x, K, pad):
+    """cols[(n, h, w), (i, j, c)] = x_pad[n, h+i, w+j, c]: one row per output pixel, one patch per row."""
+    N, H, W, C = x.shape
+    x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    Ho, Wo = H + 2 * pad - K + 1, W + 2 * pad - K + 1
+    rows = [x_pad[n, h:h + K, w:w + K, :].ravel() for n in range(N) for h in range(Ho) for w in range(Wo)]
+    return np.array(rows, dtype=x.dtype).reshape(N * Ho * Wo, K * K * C)
+
+
+def col2im(cols, x_shape, K, pad):
+    """The adjoint of :func:`im2col`: every row's values added back onto the pixels of its patch."""
+    N, H, W, C = x_shape
+    Ho, Wo = H + 2 * pad - K + 1, W + 2 * pad - K + 1
+    dx_pad = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=cols.dtype)
+    row = 0
+    for n in range(N):
+        for h in range(Ho):
+            for w in range(Wo):
+                dx_pad[n, h:h + K, w:w + K, :] += cols[row].reshape(K, K, C)
+                row += 1
+    return dx_pad[:, pad:pad + H, pad:pad + W, :]
 
 
 def conv2d_forward(x, W, b, pad):

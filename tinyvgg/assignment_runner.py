@@ -1,0 +1,271 @@
+"""The side of the grader that touches a student's code: call it, hand back arrays.
+
+Each *recipe* below builds one of the student's layers (or the optimizer) from
+given arrays, calls it, and returns what it computed as float64 arrays. It checks
+nothing and knows no answer: the grader (:mod:`tinyvgg.assignment_checks`, in
+another process) compares the arrays with its own references and awards every
+point. :func:`compare` is how a set of outputs is judged; the student version's
+tests use it too, on fixed inputs whose answers are stored with them.
+
+Run as a program (by the grader, in a sandboxed child process; see
+:mod:`tinyvgg.sandbox`)::
+
+    python _grader_runner.py WORKDIR TASK.npz RESULT.npz CPU_SECONDS MEMORY_BYTES FILE_BYTES
+
+it locks itself down first, then runs every case of the task and writes
+``RESULT.npz``: the outputs (``<case>/<name>``) and ``errors``, a JSON object
+naming each case that raised and why. Nothing is pickled either way.
+"""
+import json
+import os
+import sys
+import traceback
+
+import numpy as np
+
+F64 = np.float64
+
+
+def _conv(arrays, kwargs):
+    from tinyvgg.layers import Conv2D
+    KH, KW, C, F = arrays["W"].shape
+    layer = Conv2D(C, F, kernel_size=KH, padding=kwargs["padding"], dtype=F64, fast=False)
+    layer.params = {"W": arrays["W"].copy(), "b": arrays["b"].copy()}
+    return layer
+
+
+def conv_forward(a, kw):
+    return {"out": _conv(a, kw).forward(a["x"].copy(), train=True)}
+
+
+def conv_backward(a, kw):
+    layer = _conv(a, kw)
+    layer.forward(a["x"].copy(), train=True)
+    dx = layer.backward(a["dout"].copy())
+    return {"dx": dx, "dW": layer.grads.get("W"), "db": layer.grads.get("b")}
+
+
+def im2col(a, kw):
+    from tinyvgg.im2col import im2col
+    return {"cols": im2col(a["x"].copy(), kw["K"], kw["padding"])}
+
+
+def col2im(a, kw):
+    from tinyvgg.im2col import col2im
+    return {"dx": col2im(a["cols"].copy(), tuple(kw["x_shape"]), kw["K"], kw["padding"])}
+
+
+def maxpool_forward(a, kw):
+    from tinyvgg.layers import MaxPool2D
+    return {"out": MaxPool2D(fast=False).forward(a["x"].copy(), train=True)}
+
+
+def maxpool_backward(a, kw):
+    from tinyvgg.layers import MaxPool2D
+    pool = MaxPool2D(fast=False)
+    pool.forward(a["x"].copy(), train=True)
+    return {"dx": pool.backward(a["dout"].copy())}
+
+
+def _dense(a):
+    from tinyvgg.layers import Dense
+    layer = Dense(*a["W"].shape, dtype=F64)
+    layer.params = {"W": a["W"].copy(), "b": a["b"].copy()}
+    return layer
+
+
+def dense_forward(a, kw):
+    return {"out": _dense(a).forward(a["x"].copy(), train=True)}
+
+
+def dense_backward(a, kw):
+    layer = _dense(a)
+    layer.forward(a["x"].copy(), train=True)
+    dx = layer.backward(a["dout"].copy())
+    return {"dx": dx, "dW": layer.grads.get("W"), "db": layer.grads.get("b")}
+
+
+def relu_forward(a, kw):
+    from tinyvgg.layers import ReLU
+    return {"out": ReLU().forward(a["x"].copy(), train=True)}
+
+
+def relu_backward(a, kw):
+    from tinyvgg.layers import ReLU
+    layer = ReLU()
+    layer.forward(a["x"].copy(), train=True)
+    return {"dx": layer.backward(a["dout"].copy())}
+
+
+def dropout_eval(a, kw):
+    from tinyvgg.layers import Dropout
+    return {"out": Dropout(kw["rate"], rng=np.random.default_rng(kw["seed"])).forward(a["x"].copy())}
+
+
+def dropout_train(a, kw):
+    from tinyvgg.layers import Dropout
+    layer = Dropout(kw["rate"], rng=np.random.default_rng(kw["seed"]))
+    out = np.array(layer.forward(a["x"].copy(), train=True))  # a copy: backward must not be able to change it
+    return {"out": out, "dx": layer.backward(a["dout"].copy())}
+
+
+def softmax_forward(a, kw):
+    from tinyvgg.layers import SoftmaxCrossEntropy
+    return {"loss": SoftmaxCrossEntropy().forward(a["logits"].copy(), a["labels"].astype(np.int64))}
+
+
+def softmax_backward(a, kw):
+    from tinyvgg.layers import SoftmaxCrossEntropy
+    loss = SoftmaxCrossEntropy()
+    loss.forward(a["logits"].copy(), a["labels"].astype(np.int64))
+    return {"dlogits": loss.backward()}
+
+
+def sgd(a, kw):
+    from tinyvgg.optim import SGD
+    params = {"layer.W": a["w"].copy()}
+    opt = SGD(params, lr=kw["lr"], momentum=kw["momentum"], nesterov=kw["nesterov"],
+              weight_decay=kw["weight_decay"])
+    for g in a["grads"]:
+        opt.step({"layer.W": g.copy()})
+    return {"w": params["layer.W"]}
+
+
+def _batchnorm(a, kw):
+    from tinyvgg.layers import BatchNorm2D
+    layer = BatchNorm2D(a["gamma"].shape[0], momentum=kw["momentum"], eps=kw["eps"], dtype=F64)
+    layer.params = {"gamma": a["gamma"].copy(), "beta": a["beta"].copy()}
+    if "running_mean" in a:
+        layer.buffers = {"running_mean": a["running_mean"].copy(), "running_var": a["running_var"].copy()}
+    return layer
+
+
+def batchnorm_train(a, kw):
+    layer = _batchnorm(a, kw)
+    out = layer.forward(a["x"].copy(), train=True)
+    return {"out": out, "running_mean": layer.buffers.get("running_mean"),
+            "running_var": layer.buffers.get("running_var")}
+
+
+def batchnorm_eval(a, kw):
+    return {"out": _batchnorm(a, kw).forward(a["x"].copy())}
+
+
+def batchnorm_backward(a, kw):
+    layer = _batchnorm(a, kw)
+    layer.forward(a["x"].copy(), train=True)
+    dx = layer.backward(a["dout"].copy())
+    return {"dx": dx, "dgamma": layer.grads.get("gamma"), "dbeta": layer.grads.get("beta")}
+
+
+RECIPES = {f.__name__: f for f in (
+    im2col, col2im, conv_forward, conv_backward, maxpool_forward, maxpool_backward, dense_forward, dense_backward,
+    relu_forward, relu_backward, dropout_eval, dropout_train, softmax_forward, softmax_backward, sgd,
+    batchnorm_train, batchnorm_eval, batchnorm_backward)}
+
+
+def run_case(recipe, arrays, kwargs):
+    """(outputs, error): float64 arrays from one recipe, or the reason it could not give them."""
+    try:
+        raw = RECIPES[recipe](arrays, kwargs)
+        outputs = {}
+        for name, value in raw.items():
+            if value is None:
+                return {}, f"{name} was not computed (None)"
+            outputs[name] = np.array(value, dtype=F64)  # a list, a 0-d array or a NumPy scalar all become arrays
+        return outputs, None
+    except NotImplementedError:
+        return {}, "not implemented yet"
+    except Exception as err:  # the student's code raised
+        frames = traceback.extract_tb(err.__traceback__)
+        own = [f for f in frames if os.sep + "tinyvgg" + os.sep in f.filename] or frames
+        where = f" (line {own[-1].lineno} of {os.path.basename(own[-1].filename)})" if own else ""
+        return {}, f"raised {type(err).__name__}: {err}{where}"[:500]
+
+
+def relative_error(a, b):
+    a, b = np.asarray(a, dtype=F64), np.asarray(b, dtype=F64)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
+
+
+def compare(kind, outputs, expected, inputs, kwargs, tol):
+    """None when ``outputs`` pass, else one sentence saying what is wrong.
+
+    kind "match": every expected array is matched to a relative error below ``tol``;
+    "dropout": the outputs of Dropout(rate) in training on ``inputs["x"]``: about ``rate``
+    of the units zeroed, the others scaled by 1 / (1 - rate), and dx the same mask applied to dout.
+    """
+    if kind == "match":
+        for name, want in expected.items():
+            got = outputs.get(name)
+            if got is None:
+                return f"{name} is missing"
+            if got.shape != want.shape:
+                return f"{name} has shape {got.shape}, expected {want.shape}"
+            if not np.all(np.isfinite(got)):
+                return f"{name} holds NaN or infinite values"
+            err = relative_error(got, want)
+            if not err < tol:
+                return f"{name} is off: relative error {err:.1e} (must be below {tol:g})"
+        return None
+    if kind == "dropout":
+        rate, x, dout = kwargs["rate"], inputs["x"], inputs["dout"]
+        out, dx = outputs.get("out"), outputs.get("dx")
+        if out is None or dx is None or out.shape != x.shape or dx.shape != x.shape:
+            return f"out and dx must have the input's shape {x.shape}"
+        kept = out != 0
+        zeros = 1 - float(kept.mean())
+        if abs(zeros - rate) > 0.015:
+            return f"Dropout({rate}) in training zeroed {zeros:.3f} of the units, expected about {rate}"
+        if relative_error(out[kept], x[kept] / (1 - rate)) > 1e-12:
+            return "the kept units must be scaled by 1 / (1 - rate) (inverted dropout keeps the mean)"
+        if relative_error(dx, np.where(kept, dout / (1 - rate), 0.0)) > 1e-12:
+            return "backward must apply the forward pass's mask (and scale) to dout"
+        return None
+    raise ValueError(f"unknown kind of check {kind!r}")
+
+
+def _lend_reference_im2col():
+    """Replace the student's im2col and col2im by the grader's loop versions (``_grader_naive``)."""
+    import _grader_naive as naive
+    try:
+        import tinyvgg.im2col
+        import tinyvgg.layers
+    except Exception:
+        return  # the package does not import: every case will say why
+
+    def pad_of(K, padding):
+        return K // 2 if padding == "same" else 0 if padding == "valid" else int(padding)
+
+    def im2col(x, kernel_size=3, padding="same"):
+        return naive.im2col(x, kernel_size, pad_of(kernel_size, padding))
+
+    def col2im(cols, x_shape, kernel_size=3, padding="same"):
+        return naive.col2im(cols, x_shape, kernel_size, pad_of(kernel_size, padding))
+    for module in (tinyvgg.im2col, tinyvgg.layers):
+        module.im2col, module.col2im = im2col, col2im
+
+
+def main(argv):
+    workdir, task_path, result_path = argv[:3]
+    cpu, memory, file_bytes = (int(v) if v != "none" else None for v in argv[3:6])
+    import _grader_sandbox  # the grader's copy beside this file, never the submission's
+    _grader_sandbox.lock_down(workdir, cpu, memory, file_bytes)
+    with np.load(task_path, allow_pickle=False) as task:
+        meta = json.loads(str(task["meta"]))
+        arrays = {name: task[name] for name in task.files if name != "meta"}
+    if meta.get("reference_im2col"):  # judge the convolution on its own, with the grader's im2col
+        _lend_reference_im2col()
+    outputs, errors = {}, {}
+    for case, spec in meta["cases"].items():
+        inputs = {name.split("/", 1)[1]: value for name, value in arrays.items() if name.startswith(case + "/")}
+        result, error = run_case(spec["recipe"], inputs, spec["kwargs"])
+        if error:
+            errors[case] = error
+        outputs.update({f"{case}/{name}": value for name, value in result.items()})
+    np.savez(result_path, errors=np.array(json.dumps(errors)), **outputs)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
