@@ -27,3 +27,17 @@ def test_no_driver_says_install_one_or_use_numpy():
 
 def test_matching_versions_report_no_problem():
     assert not any("problem" in line for line in doctor._cuda_versions(fake_cupy(12040, 12060)))
+
+
+def test_a_newer_minor_version_of_the_same_major_is_no_problem():
+    # seen on an H100: a 13.0 driver ran CuPy built for 13.2, every test passing (minor-version compatibility)
+    lines = doctor._cuda_versions(fake_cupy(runtime=13020, driver=13000))
+    assert not any("problem" in line for line in lines), lines
+    assert not any("problem" in line for line in doctor._cuda_versions(fake_cupy(runtime=12090, driver=13000)))
+
+
+def test_a_mismatch_names_the_installed_wheel_and_the_one_that_fits(monkeypatch):
+    monkeypatch.setattr(doctor, "installed_cupy_wheel", lambda: "cupy-cuda13x")
+    lines = doctor._cuda_versions(fake_cupy(runtime=13020, driver=12080))
+    assert "driver supports CUDA 12.x but this CuPy was built for CUDA 13.x" in lines[2]
+    assert "pip uninstall cupy-cuda13x && pip install cupy-cuda12x" in lines[2]

@@ -19,7 +19,8 @@ from . import backend
 
 
 def cuda_wheel_for(driver_version):
-    """The cupy-cudaXXx wheel that a CUDA driver (e.g. 12040 for 12.4) can run."""
+    """The cupy-cudaXXx wheel that a CUDA driver (e.g. 12040 for 12.4) can run: the one of its major
+    version (the gpu extra installs cupy-cuda12x, which CUDA 13 drivers run too)."""
     major = driver_version // 1000
     return f"cupy-cuda{major}x" if major >= 11 else None
 
@@ -80,12 +81,24 @@ def _cuda_versions(cupy):
         lines.append("CUDA driver: none found; install the NVIDIA driver, or run on the CPU with --backend numpy")
     else:
         lines.append(f"CUDA driver: {_version(driver)}")
-        if driver < runtime:
+        # CUDA's minor-version compatibility: a wheel built for 13.2 runs on any 13.x driver (and 12.x
+        # wheels on 12.x drivers), so only an older major version is a real mismatch.
+        if driver // 1000 < runtime // 1000:
             wheel = cuda_wheel_for(driver)
-            fix = f'pip uninstall cupy-cuda12x && pip install {wheel}' if wheel else "update the NVIDIA driver"
-            lines.append(f"  problem: the driver supports CUDA {_version(driver)} but CuPy needs "
-                         f"{_version(runtime)}; fix: {fix}")
+            installed = installed_cupy_wheel()
+            fix = (f"pip uninstall {installed} && pip install {wheel}" if installed else f"pip install {wheel}") \
+                if wheel else "update the NVIDIA driver (or run on the CPU with --backend numpy)"
+            lines.append(f"  problem: the driver supports CUDA {driver // 1000}.x but this CuPy was built for CUDA "
+                         f"{runtime // 1000}.x; fix: {fix}")
     return lines
+
+
+def installed_cupy_wheel():
+    """The name of the installed CuPy distribution (e.g. cupy-cuda12x), or None."""
+    from importlib import metadata
+    names = sorted({(dist.metadata["Name"] or "").lower() for dist in metadata.distributions()})
+    wheels = [n for n in names if n.startswith("cupy-cuda") or n == "cupy"]
+    return wheels[0] if wheels else None
 
 
 def parity_check(cupy, tolerance=1e-5):
