@@ -1,15 +1,16 @@
 """Does training learn on every seed? Run the training command over seeds and count the failures.
 
     python benchmarks/bench_robustness.py                                  # the four sweeps below, seeds 0-4
-    python benchmarks/bench_robustness.py --sweeps shapes glyphs-bn --seeds 0 1 2
+    python benchmarks/bench_robustness.py --sweeps shapes glyphs-plain --seeds 0 1 2
     python benchmarks/bench_robustness.py --sweeps glyphs --extra --lr 0.005 --warmup-epochs 0
 
 A sweep is one training command (``python -m tinyvgg.train`` with its flags), run
 once per seed, one run at a time, each in its own process:
 
-- ``shapes``: the default command, exactly as the README's first command runs it;
+- ``shapes``: the default command, exactly as the README's first command runs it
+  (VGG16 with batch normalization, the default);
 - ``glyphs``: the defaults on the built-in digits (``--data glyphs``);
-- ``shapes-bn``, ``glyphs-bn``: the same with ``--batch-norm``.
+- ``shapes-plain``, ``glyphs-plain``: the same with ``--no-batch-norm``, the paper's network.
 
 For each run it prints the best validation accuracy (and its epoch), the accuracy
 after the first epoch, the epochs run, the training seconds and a verdict: "ok" at
@@ -33,8 +34,8 @@ from common import machine_info, print_table, write_json  # noqa: E402
 SWEEPS = {
     "shapes": [],
     "glyphs": ["--data", "glyphs"],
-    "shapes-bn": ["--batch-norm"],
-    "glyphs-bn": ["--data", "glyphs", "--batch-norm"],
+    "shapes-plain": ["--no-batch-norm"],
+    "glyphs-plain": ["--data", "glyphs", "--no-batch-norm"],
 }
 
 

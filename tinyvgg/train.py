@@ -26,7 +26,7 @@ from .runs import RunFolder, holds_a_run
 from .trainer import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
                       TrainingDiverged, evaluate, write_history)
 
-DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
 DEFAULT_WARMUP_EPOCHS = 1.0
 
 
@@ -45,13 +45,13 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=0.25, help="channel multiplier (1.0 = the paper)")
     p.add_argument("--image-size", type=int, default=32, help="images are resized to this (divisible by 32)")
     p.add_argument("--fc-units", type=int, default=256, help="units of the two hidden dense layers (paper: 4096)")
-    p.add_argument("--batch-norm", action="store_true",
-                   help="batch normalization after every convolution (the VGG-BN variant): trains deep and wide "
-                        "networks from the first epoch")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch normalization after every convolution (the VGG-BN variant), which learns from the "
+                        "first epoch; --no-batch-norm trains the paper's plain network")
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
-    p.add_argument("--lr", type=float, help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 0.02 for sgd, 0.001 for adam)")
     p.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
                    help="raise the learning rate linearly from a tenth of --lr over this many epochs (0: off)")
     p.add_argument("--clip-norm", type=float,
@@ -176,6 +176,8 @@ def load_resumed(args):
     defaults = parse_args([])
     for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
         setattr(args, name, saved.get(name, getattr(defaults, name)))
+    if "batch_norm" not in saved:  # written before batch normalization existed: the plain network
+        args.batch_norm = bool((resumed.meta.get("model_config") or {}).get("batch_norm", False))
     return resumed
 
 
