@@ -157,7 +157,8 @@ def test_conv_is_judged_on_its_own_with_the_graders_im2col(student, tmp_path):
     reference = (REPO / "tinyvgg" / "layers.py").read_text()
     start, stop = reference.index("class Conv2D"), reference.index("class BatchNorm2D")
     text = layers.read_text()
-    layers.write_text(text[:text.index("class Conv2D")] + reference[start:stop] + text[text.index("class BatchNorm2D"):])
+    before, after = text[:text.index("class Conv2D")], text[text.index("class BatchNorm2D"):]
+    layers.write_text(before + reference[start:stop] + after)
     report = assignments.grade(str(solved_conv), parts=["im2col", "conv"], timeout=60)
     assert points(report) == {"im2col": 0, "conv": 20}, report["parts"]
 

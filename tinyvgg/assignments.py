@@ -107,12 +107,16 @@ def strip_solutions(text, parts, where="code", blanks=None):
     return "\n".join(out)
 
 
+#: The part name of the lessons' exercise answers: removed from every student version.
+EXERCISE = "exercise"
+
+
 def _convert_notebook(path, dest, parts):
     with open(path) as f:
         nb = json.load(f)
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
-            text = strip_solutions("".join(cell["source"]), parts, os.path.basename(path))
+            text = strip_solutions("".join(cell["source"]), set(parts) | {EXERCISE}, os.path.basename(path))
             cell["source"] = [line + "\n" for line in text.split("\n")]
             cell["source"][-1] = cell["source"][-1].rstrip("\n")
             cell["outputs"], cell["execution_count"] = [], None
@@ -367,7 +371,8 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
                                         int(memory_gb * 2**30) if memory_gb else None)
             shutil.rmtree(os.path.join(scratch, part), ignore_errors=True)
             points = sum(c["points"] for c in checks)
-            reasons = [failed] if failed else [f"-{c['max']} {c['check']}: {c['reason']}" for c in checks if c["reason"]]
+            reasons = [failed] if failed else \
+                [f"-{c['max']} {c['check']}: {c['reason']}" for c in checks if c["reason"]]
             report["parts"][part] = {"points": points, "max": PARTS[part], "reasons": reasons, "checks": checks}
             report["total"] += points
             report["max"] += PARTS[part]

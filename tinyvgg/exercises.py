@@ -1,0 +1,42 @@
+"""Self-checking exercises for the lessons.
+
+Each lesson ends with an exercise: a cell where you write a small function, and a
+cell that checks it with :func:`check`. The check never shows the answer; it tests
+what your answer must do (a numerical gradient it must match, a brute-force count it
+must agree with, a loss it must reach)::
+
+    def relu_backward(x, dout):
+        raise NotImplementedError  # your code here
+
+    check(lambda: ...)   # "Not done yet" / "Correct." / an AssertionError that says what is wrong
+
+An unanswered exercise only prints "Not done yet", so a lesson runs to its end before
+you have done its exercise.
+"""
+
+
+def check(test, success="Correct."):
+    """Run ``test()`` (which calls your answer and asserts what must hold); True when it passes.
+
+    A ``NotImplementedError`` means the exercise is not done yet: a note, not an error. A wrong
+    answer raises an ``AssertionError`` that says what is wrong.
+    """
+    try:
+        test()
+    except NotImplementedError:
+        print("Not done yet: write your answer in the cell above, run it, then run this cell again.")
+        return False
+    except AssertionError as err:
+        raise AssertionError(f"Not yet right: {err}") from None
+    print(success)
+    return True
+
+
+def close(got, expected, what, tol=1e-6):
+    """Assert that ``got`` matches ``expected`` to a relative error below ``tol``; says which value is off."""
+    import numpy as np
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what} has shape {got.shape}, expected {expected.shape}"
+    denom = np.linalg.norm(got) + np.linalg.norm(expected)
+    error = 0.0 if denom == 0 else float(np.linalg.norm(got - expected) / denom)
+    assert error < tol, f"{what} is off (relative error {error:.1e})"
