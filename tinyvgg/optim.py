@@ -48,7 +48,7 @@ class Optimizer:
         p = self.params[name]
         return self.weight_decay if (p.ndim > 1 or self.decay_biases) else 0.0
 
-    #: Parameters are updated in flat blocks of this many elements, with two small
+    #: On the CPU, parameters are updated in flat blocks of this many elements, with two small
     #: scratch arrays: formulas like ``v -= lr * (g + wd * p)`` then need no
     #: temporaries the size of the parameter (VGG16's fc1 alone is 411 MB). 2**16 float32
     #: (256 KB) keeps the five blocks an update touches in a core's cache: VGG16's update
@@ -63,12 +63,15 @@ class Optimizer:
             if g.shape != p.shape:
                 raise ValueError(f"gradient {name} has shape {g.shape}, its parameter {p.shape}.")
             xp = get_array_module(p)
-            scratch = self._scratch(xp, p.dtype)
+            # cache-sized blocks pay on a CPU; on a GPU every block costs kernel launches, so whole tensors
+            # (measured on an H100: VGG16 at 224x224, batch 8, 253 -> 51 ms a step)
+            block = self.BLOCK if xp is np else max(p.size, 1)
+            scratch = self._scratch(xp, p.dtype, block)
             decay = self._decay(name)
             state = [self.state[slot][name].reshape(-1) for slot in self.slots]
             flat_p, flat_g = p.reshape(-1), g.reshape(-1)  # views: p, g and the state are contiguous
-            for start in range(0, p.size, self.BLOCK):
-                part = slice(start, start + self.BLOCK)
+            for start in range(0, p.size, block):
+                part = slice(start, start + block)
                 pb, gb = flat_p[part], flat_g[part]
                 tmp, tmp2 = (s[:pb.size] for s in scratch)
                 if decay:  # tmp = g + decay * p, the gradient of loss + decay/2 ||w||^2
@@ -78,12 +81,15 @@ class Optimizer:
                     tmp[...] = gb
                 self._update(pb, tmp, [s[part] for s in state], tmp2)
 
-    def _scratch(self, xp, dtype):
-        """Two block-sized scratch arrays per array library and dtype, made once and reused every step."""
-        key = (xp.__name__, np.dtype(dtype).str)
+    def _scratch(self, xp, dtype, size):
+        """Two scratch arrays of ``size`` elements: on the CPU made once per dtype and reused every step;
+        on a GPU fresh ones, whose memory CuPy's pool hands back after each parameter."""
+        if xp is not np:
+            return xp.empty(size, dtype=dtype), xp.empty(size, dtype=dtype)
+        key = np.dtype(dtype).str
         buffers = self._buffers.get(key)
-        if buffers is None or buffers[0].size < self.BLOCK:
-            buffers = self._buffers[key] = (xp.empty(self.BLOCK, dtype=dtype), xp.empty(self.BLOCK, dtype=dtype))
+        if buffers is None or buffers[0].size < size:
+            buffers = self._buffers[key] = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype))
         return buffers
 
     def _update(self, p, g, state, tmp):
