@@ -216,6 +216,7 @@ def huge_header_npz(path):
     (lambda p: crafted(p, {"model_config": "vgg16"}), "predict", "has no model configuration"),
     (lambda p: crafted(p, {"args": "x"}), "train", "no training state"),
     ("damaged", "train", "training state is missing or damaged"),
+    ("damaged-args", "train", "its saved setting lr = 'fast' is damaged"),
     (lambda p: huge_header_npz(p), "predict", "claims 35,184,372,088,832 bytes of data but holds 16"),
     (lambda p: crafted(p, {"model_config": dict(vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16,
                                                       fc_units=8, include_top=False).config)},
@@ -223,10 +224,13 @@ def huge_header_npz(path):
                                     include_top=False).named_params()), "predict", "without the dense top"),
 ])
 def test_crafted_checkpoints_get_one_sentence(tmp_path, two_runs, make, command, phrase):
-    if make == "damaged":  # a real last.npz whose RNG state was tampered with
+    if make in ("damaged", "damaged-args"):  # a real last.npz whose RNG state or settings were tampered with
         arrays = checkpoint.read_npz(str(two_runs / "A" / "last.npz"))
         meta = json.loads(str(arrays.pop("meta")))
-        meta["rng_state"] = "x"
+        if make == "damaged":
+            meta["rng_state"] = "x"
+        else:
+            meta["args"]["lr"] = "fast"
         np.savez(tmp_path / "crafted.npz", meta=np.array(json.dumps(meta)), **arrays)
         path = tmp_path / "crafted.npz"
     else:

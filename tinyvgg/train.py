@@ -175,7 +175,13 @@ def load_resumed(args):
                              "written by python -m tinyvgg.train.")
     defaults = parse_args([])
     for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
-        setattr(args, name, saved.get(name, getattr(defaults, name)))
+        value, default = saved.get(name, getattr(defaults, name)), getattr(defaults, name)
+        kind = {"lr": float, "clip_norm": float, "val_data": str, "freeze_until": str}.get(name, type(default))
+        expected = (int, float) if kind is float else kind
+        if value is not None and (not isinstance(value, expected) or isinstance(value, bool) and kind is not bool):
+            raise checkpoint.CheckpointError(f"{args.resume}: its saved setting {name} = {value!r} is damaged; "
+                                             "resume from a last.npz written by python -m tinyvgg.train.")
+        setattr(args, name, value)
     if "batch_norm" not in saved:  # written before batch normalization existed: the plain network
         args.batch_norm = bool((resumed.meta.get("model_config") or {}).get("batch_norm", False))
     return resumed

@@ -144,10 +144,12 @@ class Trainer:
             return
         what = f"the loss became {loss}" if not np.isfinite(loss) else \
             f"the loss rose to {loss:.3g}, more than {DIVERGED_FACTOR}x the {self.start_loss:.3g} it started at"
-        raise TrainingDiverged(
-            f"training diverged at step {self.optimizer.iterations} (epoch {self.epoch + 1}): {what}. "
-            f"Try a lower --lr (this run used {self.optimizer.lr:g}), a learning-rate warm-up (--warmup-epochs 2), "
-            "--batch-norm, or --clip-norm 5.")
+        raise TrainingDiverged(f"training diverged at step {self.optimizer.iterations} (epoch {self.epoch + 1}): "
+                               f"{what}. {self._advice()}")
+
+    def _advice(self):
+        return (f"Try a lower --lr (this run used {self.optimizer.lr:g}), a longer learning-rate warm-up "
+                "(--warmup-epochs 2), batch normalization (--batch-norm, the default), or --clip-norm 5.")
 
     def fit(self, train_loader, val_loader=None, epochs=1):
         """Train until ``epochs`` epochs are done in total (a resumed trainer continues its count).
@@ -174,10 +176,8 @@ class Trainer:
                 val = evaluate(self.model, val_loader, self.progress, desc="validating")
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if not np.isfinite(val["loss"]):
-                    raise TrainingDiverged(
-                        f"training diverged in epoch {self.epoch + 1}: the validation loss is {val['loss']}. "
-                        f"Try a lower --lr (this run used {self.optimizer.lr:g}), --warmup-epochs 2, "
-                        "--batch-norm, or --clip-norm 5.")
+                    raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
+                                           f"{val['loss']}. {self._advice()}")
             logs["seconds"] = time.perf_counter() - start
             self.epoch += 1
             for key in HISTORY_KEYS:
