@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -38,6 +41,20 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path):
         checkpoint.atomic_write(str(path), crash)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+def test_saved_files_get_an_ordinary_mode_not_the_temporary_files_private_one(tmp_path):
+    # a checkpoint shared on a lab machine must be readable by others, as any file written with open() is
+    previous = os.umask(0o022)
+    try:
+        checkpoint.save(str(tmp_path / "m.npz"), {"w": np.ones(3)}, {"epoch": 1})
+        os.umask(0o077)
+        checkpoint.save(str(tmp_path / "private.npz"), {"w": np.ones(3)}, {"epoch": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m.npz").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.npz").stat().st_mode) == 0o600
 
 
 def test_truncated_foreign_and_missing_files_get_clear_errors(tmp_path):

@@ -68,11 +68,20 @@ class Checkpoint:
             raise CheckpointError(f"{self.path or 'the checkpoint'} does not fit this model: {err}") from None
 
 
+def _ordinary_file_mode():
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the process's umask (0o644 usually)."""
+    umask = os.umask(0o022)  # the only way to read the umask is to set it; put it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write):
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it an ordinary file's mode
+            os.fchmod(fd, _ordinary_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
