@@ -217,6 +217,7 @@ def huge_header_npz(path):
     (lambda p: crafted(p, {"args": "x"}), "train", "no training state"),
     ("damaged", "train", "training state is missing or damaged"),
     ("damaged-args", "train", "its saved setting lr = 'fast' is damaged"),
+    ("damaged-choice", "train", "its saved setting head_init = 'huge' is damaged"),
     (lambda p: huge_header_npz(p), "predict", "claims 35,184,372,088,832 bytes of data but holds 16"),
     (lambda p: crafted(p, {"model_config": dict(vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16,
                                                       fc_units=8, include_top=False).config)},
@@ -224,13 +225,15 @@ def huge_header_npz(path):
                                     include_top=False).named_params()), "predict", "without the dense top"),
 ])
 def test_crafted_checkpoints_get_one_sentence(tmp_path, two_runs, make, command, phrase):
-    if make in ("damaged", "damaged-args"):  # a real last.npz whose RNG state or settings were tampered with
+    if isinstance(make, str):  # "damaged...": a real last.npz whose RNG state or settings were tampered with
         arrays = checkpoint.read_npz(str(two_runs / "A" / "last.npz"))
         meta = json.loads(str(arrays.pop("meta")))
         if make == "damaged":
             meta["rng_state"] = "x"
-        else:
+        elif make == "damaged-args":
             meta["args"]["lr"] = "fast"
+        else:  # the right type, but not one of the flag's choices
+            meta["args"]["head_init"] = "huge"
         np.savez(tmp_path / "crafted.npz", meta=np.array(json.dumps(meta)), **arrays)
         path = tmp_path / "crafted.npz"
     else:

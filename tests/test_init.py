@@ -14,6 +14,7 @@ def test_fans_of_dense_and_conv_weights(shape, fans):
     ("he_uniform", lambda fi, fo: 2 / fi),
     ("glorot_normal", lambda fi, fo: 2 / (fi + fo)),
     ("glorot_uniform", lambda fi, fo: 2 / (fi + fo)),
+    ("small_normal", lambda fi, fo: 0.01 ** 2),
 ])
 def test_initializers_have_their_variance(name, variance):
     shape = (3, 3, 64, 128)

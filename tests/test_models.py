@@ -101,3 +101,20 @@ def test_sequential_runs_layers_in_order_and_rejects_duplicate_names():
     assert model["relu"] is model.layers[1]
     with pytest.raises(ValueError, match="unique"):
         Sequential([("a", ReLU()), ("a", ReLU())])
+
+
+def test_a_small_head_init_starts_the_papers_wide_head_at_chance_loss():
+    # The paper's head (4096 units, dropout 0.5) under He's variance starts with logits of standard deviation
+    # well above 1, so a first loss far above ln 10; torchvision's N(0, 0.01) puts them near zero.
+    rng = np.random.default_rng(1)
+    x, labels = rng.standard_normal((16, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 16)
+    losses = {}
+    for head_init in (None, "small_normal"):
+        model = vgg16(num_classes=10, input_shape=(32, 32, 3), width=1 / 8, fc_units=4096, dropout=0.5,
+                      batch_norm=True, head_init=head_init, seed=0)
+        losses[head_init] = float(SoftmaxCrossEntropy().forward(model.forward(x, train=True), labels))
+    assert losses[None] > 3 and losses["small_normal"] == pytest.approx(np.log(10), abs=0.05)
+    assert model.config["head_init"] == "small_normal"
+    rebuilt = vgg(**model.config)
+    assert float(rebuilt["fc2"].params["W"].std()) == pytest.approx(0.01, rel=0.01)
+    assert "head_init" not in vgg16(num_classes=10, input_shape=(32, 32, 3), width=1 / 8).config

@@ -160,7 +160,8 @@ def _human_count(n):
 
 
 def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, fc_units=4096,
-        dropout=0.5, include_top=True, init="he_normal", batch_norm=False, seed=0, rng=None, dtype=np.float32):
+        dropout=0.5, include_top=True, init="he_normal", batch_norm=False, head_init=None, seed=0, rng=None,
+        dtype=np.float32):
     """Build a VGG network (configuration A, B, D or E of the paper).
 
     depth: "vgg11" | "vgg13" | "vgg16" | "vgg19". input_shape: (H, W, C), H and W
@@ -170,8 +171,10 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     pool: the convolutional base as a feature extractor. init: the weight
     initializer's name (He for ReLU stacks). batch_norm=True builds the VGG-BN variant
     (torchvision's ``vgg16_bn``): a :class:`~tinyvgg.layers.BatchNorm2D` after every
-    convolution, before its ReLU. rng: a ``numpy.random.Generator`` for the weights and
-    the dropout masks (else one seeded with ``seed``).
+    convolution, before its ReLU. head_init: the initializer of the three dense layers
+    (default: ``init`` for fc1 and fc2, Glorot for the logits); "small_normal" (torchvision's
+    N(0, 0.01)) is what the paper's 4096-unit head with dropout 0.5 needs to learn. rng: a
+    ``numpy.random.Generator`` for the weights and the dropout masks (else one seeded with ``seed``).
     """
     if depth not in VGG_CONFIGS:
         raise ValueError(f"unknown model {depth!r}: choose one of {', '.join(VGG_CONFIGS)}.")
@@ -183,6 +186,8 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
         raise ValueError(f"width must be positive, got {width}.")
     config = dict(depth=depth, num_classes=num_classes, input_shape=tuple(input_shape), width=width,
                   fc_units=fc_units, dropout=dropout, include_top=include_top, init=init, batch_norm=batch_norm)
+    if head_init is not None:  # recorded only when given, so older configurations read the same
+        config["head_init"] = head_init
     rng = np.random.default_rng(seed) if rng is None else rng
     layers, channels = [], C
     for block, (repeats, base) in enumerate(zip(VGG_CONFIGS[depth], BLOCK_CHANNELS), start=1):
@@ -197,14 +202,15 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     if include_top:
         features = (H // 32) * (W // 32) * channels
         layers += [("flatten", Flatten()),
-                   ("fc1", Dense(features, fc_units, init=init, rng=rng, dtype=dtype)),
+                   ("fc1", Dense(features, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
                    ("fc1_relu", ReLU(inplace=True)),
                    ("fc1_dropout", Dropout(dropout, rng=rng)),
-                   ("fc2", Dense(fc_units, fc_units, init=init, rng=rng, dtype=dtype)),
+                   ("fc2", Dense(fc_units, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
                    ("fc2_relu", ReLU(inplace=True)),
                    ("fc2_dropout", Dropout(dropout, rng=rng)),
                    # the logits feed softmax, not ReLU: Glorot (Keras' default) suits them
-                   ("predictions", Dense(fc_units, num_classes, init="glorot_uniform", rng=rng, dtype=dtype))]
+                   ("predictions", Dense(fc_units, num_classes, init=head_init or "glorot_uniform", rng=rng,
+                                         dtype=dtype))]
     return Sequential(layers, input_shape=input_shape, config=config)
 
 

@@ -27,6 +27,8 @@ from .trainer import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, 
                       TrainingDiverged, evaluate, write_history)
 
 DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
+#: --head-init's choices: the initializer of the dense head (None: He for fc1 and fc2, Glorot for the logits)
+HEAD_INITS = {"he": None, "small": "small_normal"}
 DEFAULT_WARMUP_EPOCHS = 1.0
 
 
@@ -48,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="batch normalization after every convolution (the VGG-BN variant), which learns from the "
                         "first epoch; --no-batch-norm trains the paper's plain network")
+    p.add_argument("--head-init", choices=sorted(HEAD_INITS), default="he",
+                   help="how the dense head starts: he (He for fc1 and fc2, Glorot for the logits) or small "
+                        "(N(0, 0.01) as torchvision's VGG; the paper's --fc-units 4096 --dropout 0.5 needs it)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
@@ -59,8 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on the weights (paper: 5e-4)")
     p.add_argument("--dropout", type=float, default=0.0,
-                   help="dropout rate of the dense layers (the paper's 0.5 suits 4096-unit layers; on the narrow "
-                        "default network it stalls the start of training for many epochs)")
+                   help="dropout rate of the dense layers (the paper's 0.5 is for 4096-unit layers, with "
+                        "--head-init small; on the narrow default network it stalls training for many epochs)")
     p.add_argument("--patience", type=int, default=6, help="stop after this many epochs without improvement")
     p.add_argument("--lr-patience", type=int, default=2,
                    help="divide the learning rate by 10 after this many epochs without improvement")
@@ -77,9 +82,9 @@ def parse_args(argv=None):
 
 
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
-RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "batch_size", "optimizer",
-            "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience", "lr_patience",
-            "augment", "seed", "freeze_until")
+RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "head_init", "batch_size",
+            "optimizer", "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience",
+            "lr_patience", "augment", "seed", "freeze_until")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
@@ -178,7 +183,9 @@ def load_resumed(args):
         value, default = saved.get(name, getattr(defaults, name)), getattr(defaults, name)
         kind = {"lr": float, "clip_norm": float, "val_data": str, "freeze_until": str}.get(name, type(default))
         expected = (int, float) if kind is float else kind
-        if value is not None and (not isinstance(value, expected) or isinstance(value, bool) and kind is not bool):
+        choices = {"model": VGG_CONFIGS, "optimizer": DEFAULT_LR, "head_init": HEAD_INITS}.get(name)
+        if value is not None and (not isinstance(value, expected) or isinstance(value, bool) and kind is not bool
+                                  or choices is not None and value not in choices):
             raise checkpoint.CheckpointError(f"{args.resume}: its saved setting {name} = {value!r} is damaged; "
                                              "resume from a last.npz written by python -m tinyvgg.train.")
         setattr(args, name, value)
@@ -237,7 +244,8 @@ def train(args, out, resumed, source):
     rng = np.random.default_rng(args.seed)  # one host RNG: weights, dropout masks, shuffling, augmentation
     config = dict(depth=args.model, num_classes=len(train_set.class_names),
                   input_shape=(args.image_size, args.image_size, 3), width=args.width, fc_units=args.fc_units,
-                  dropout=args.dropout, include_top=True, init="he_normal", batch_norm=args.batch_norm)
+                  dropout=args.dropout, include_top=True, init="he_normal", batch_norm=args.batch_norm,
+                  head_init=HEAD_INITS[args.head_init])
     model = build_model(config, rng=rng)
     if source is not None:
         start_from(model, source, args)
