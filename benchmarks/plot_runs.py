@@ -46,7 +46,8 @@ def plot_runs(runs, classes, title=None):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+    # one legend under both panels, where it hides no line (bbox_inches="tight" keeps it in the picture)
+    fig.legend(*acc_ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0), ncol=2)
     if title:
         fig.suptitle(title)
     return fig
