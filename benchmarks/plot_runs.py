@@ -1,13 +1,13 @@
 """Overlay the training curves of several run folders in one picture.
 
-    python benchmarks/plot_runs.py runs/bn=batch\\ norm runs/plain=plain --out compare.png
+    python benchmarks/plot_runs.py runs/bn=VGG16-BN runs/plain=plain --out compare.png
 
 Each argument is a run folder written by ``python -m tinyvgg.train`` (it reads the
 folder's ``history.json``), optionally followed by ``=label`` for the legend. The
 picture has two panels, validation accuracy and training loss per epoch, one line
 per run, and a dotted line at chance level (one over the number of classes,
-``--classes``). The README's curves of batch normalization against the plain network
-were drawn with it.
+``--classes``). The curves of batch normalization against the plain network in
+benchmarks/README.md were drawn with it.
 """
 import argparse
 import json
@@ -60,6 +60,9 @@ def main():
     p.add_argument("--classes", type=int, default=10, help="number of classes, for the chance line")
     p.add_argument("--title")
     args = p.parse_args()
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: the folder {folder} does not exist; create it or choose another --out.")
     fig = plot_runs([read_run(r) for r in args.runs], args.classes, args.title)
     save_figure(fig, args.out)
     print(f"wrote {args.out}")
