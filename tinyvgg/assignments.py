@@ -371,8 +371,8 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
                                         int(memory_gb * 2**30) if memory_gb else None)
             shutil.rmtree(os.path.join(scratch, part), ignore_errors=True)
             points = sum(c["points"] for c in checks)
-            reasons = [failed] if failed else \
-                [f"-{c['max']} {c['check']}: {c['reason']}" for c in checks if c["reason"]]
+            lost = [f"-{c['max']} {c['check']}: {c['reason']}" for c in checks if c["reason"]]
+            reasons = [failed] if failed else lost
             report["parts"][part] = {"points": points, "max": PARTS[part], "reasons": reasons, "checks": checks}
             report["total"] += points
             report["max"] += PARTS[part]

@@ -13,6 +13,7 @@ must agree with, a loss it must reach)::
 An unanswered exercise only prints "Not done yet", so a lesson runs to its end before
 you have done its exercise.
 """
+import numpy as np
 
 
 def check(test, success="Correct."):
@@ -34,7 +35,6 @@ def check(test, success="Correct."):
 
 def close(got, expected, what, tol=1e-6):
     """Assert that ``got`` matches ``expected`` to a relative error below ``tol``; says which value is off."""
-    import numpy as np
     got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     assert got.shape == expected.shape, f"{what} has shape {got.shape}, expected {expected.shape}"
     denom = np.linalg.norm(got) + np.linalg.norm(expected)
