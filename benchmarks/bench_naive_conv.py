@@ -4,7 +4,7 @@
 
 One small layer (batch 4, 16x16 pixels, 16 -> 32 channels, 3x3), forward and
 backward, timed three ways: the loop reference (tinyvgg.naive), the reference
-im2col layer (Conv2D(fast=False)) and the fast kernels (Conv2D()).
+im2col layer (Conv2D) and the fast kernels (FastConv2D).
 """
 import argparse
 import os
@@ -15,7 +15,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_info, median, print_table, timed, write_json  # noqa: E402
 
-from tinyvgg import naive  # noqa: E402
+from tinyvgg.classroom import naive  # noqa: E402
+from tinyvgg.fastconv import FastConv2D  # noqa: E402
 from tinyvgg.layers import Conv2D  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def main():
     args = p.parse_args()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
-    layers = {"im2col (reference)": Conv2D(16, 32, rng=rng, fast=False), "im2col (fast)": Conv2D(16, 32, rng=rng)}
+    layers = {"im2col (reference)": Conv2D(16, 32, rng=rng), "im2col (fast)": FastConv2D(16, 32, rng=rng)}
     W, b = layers["im2col (reference)"].params["W"], layers["im2col (reference)"].params["b"]
     dout = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
 

@@ -34,7 +34,7 @@ from common import machine_info, matmul_peak_gflops, median, print_table, timed,
 from tinyvgg import backend  # noqa: E402
 from tinyvgg.layers import SoftmaxCrossEntropy  # noqa: E402
 from tinyvgg.models import vgg16  # noqa: E402
-from tinyvgg.optim import SGD  # noqa: E402
+from tinyvgg.optim import FastSGD  # noqa: E402
 
 CASES = {
     "a": dict(image=32, batch=64, classes=10, fc_units=512),
@@ -61,12 +61,13 @@ def make_ours(case, backend_name, seed=0):
     x = backend.to_device(rng.standard_normal((case["batch"], case["image"], case["image"], 3), np.float32),
                           backend_name)
     y = backend.to_device(rng.integers(0, case["classes"], case["batch"]), backend_name)
-    optimizer = SGD(model.named_params(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    optimizer = FastSGD(model.named_params(), lr=0.001, momentum=0.9, weight_decay=5e-4)  # what training runs
     loss_fn = SoftmaxCrossEntropy()
+    model.input_grad = False  # as in training: no dL/d(images)
 
     def step():
         loss_fn.forward(model.forward(x, train=True), y)
-        model.backward(loss_fn.backward(), input_grad=False)
+        model.backward(loss_fn.backward())
         optimizer.step(model.named_grads())
     return model, step
 
@@ -197,7 +198,7 @@ def breakdown(model, step, repeats=3):
         kind = type(layer).__name__
         for method in ("forward", "backward"):
             saved.append((layer, method, wrap(layer, method, f"{kind} {method}")))
-    saved.append((optim.SGD, "step", wrap(optim.SGD, "step", "SGD update")))
+    saved.append((optim.FastSGD, "step", wrap(optim.FastSGD, "step", "SGD update")))
     for _ in range(repeats):
         step()
     for obj, name, original in saved:
@@ -207,7 +208,7 @@ def breakdown(model, step, repeats=3):
             delattr(obj, name)  # back to the class's method
     rows = {k: v / repeats for k, v in totals.items()}
     copies = rows.pop("im2col copies", 0.0)
-    conv = rows.pop("Conv2D forward", 0.0) + rows.pop("Conv2D backward", 0.0)
+    conv = rows.pop("FastConv2D forward", 0.0) + rows.pop("FastConv2D backward", 0.0)
     rows = {"conv matmuls and sums": conv - copies, "im2col copies": copies, **rows}
     return rows
 
@@ -227,11 +228,12 @@ def compare_layers(model, case, args, repeats=5):
     The first layer skips dx, as in the training step."""
     import torch
     torch.set_num_threads(args.threads)
-    from tinyvgg.layers import Conv2D
+    from tinyvgg.fastconv import FastConv2D
     rng, N, rows = np.random.default_rng(0), case["batch"], []
     for number, (name, H, C, F) in enumerate(conv_layers(model, case)):
         input_grad = number > 0
-        ours = Conv2D(C, F, rng=rng)
+        ours = FastConv2D(C, F, rng=rng)
+        ours.input_grad = input_grad
         x = rng.standard_normal((N, H, H, C), np.float32)
         dout = rng.standard_normal((N, H, H, F), np.float32)
         conv = torch.nn.Conv2d(C, F, 3, padding=1)
@@ -240,7 +242,7 @@ def compare_layers(model, case, args, repeats=5):
 
         def ours_step():
             ours.forward(x, train=True)
-            ours.backward(dout, input_grad=input_grad)
+            ours.backward(dout)
 
         def torch_step():
             x_t.grad = None

@@ -13,10 +13,12 @@ import time
 
 import pytest
 
-from tinyvgg import assignments, sandbox
-from tinyvgg.assignment_checks import PARTS
+from tinyvgg import assignments
+from tinyvgg.classroom import handout, sandbox
+from tinyvgg.classroom.checks import PARTS
 
-REPO = pathlib.Path(assignments.REPO_DIR)
+REPO = pathlib.Path(handout.REPO_DIR)
+PKG = pathlib.Path("src", "tinyvgg")  # where the package sits in the repository, a handout and a submission
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="the grader's limits are POSIX")
 
 
@@ -40,17 +42,20 @@ def submission(tmp_path, *edits, base=None, name="submission"):
     """A copy of the reference package (a perfect submission), or of ``base``, with ``edits``:
     (file, old, new) replacements, or (file, None, text) appended."""
     sub = tmp_path / name
-    (sub / "tinyvgg").mkdir(parents=True)
-    for path in ((base or REPO) / "tinyvgg").glob("*.py"):
-        (sub / "tinyvgg" / path.name).write_text(path.read_text())
+    source = (base or REPO) / PKG
+    for path in source.rglob("*.py"):
+        if "classroom" not in path.relative_to(source).parts and "__pycache__" not in path.parts:
+            target = sub / PKG / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text())
     for file, old, new in edits:
-        text = (sub / "tinyvgg" / file).read_text()
+        text = (sub / PKG / file).read_text()
         if old is None:
             text += "\n" + textwrap.dedent(new)
         else:
             assert old in text, old
             text = text.replace(old, new, 1)
-        (sub / "tinyvgg" / file).write_text(text)
+        (sub / PKG / file).write_text(text)
     return sub
 
 
@@ -92,24 +97,25 @@ def test_the_untouched_student_version_gets_zero_with_a_reason_per_part(student)
 def test_the_student_version_carries_no_solution_and_no_loop_version(student):
     files = {p.relative_to(student): p.read_text() for p in student.rglob("*") if p.suffix in (".py", ".ipynb", ".md")}
     assert not any("### BEGIN SOLUTION" in text for text in files.values())
-    for grader_only in ("naive.py", "assignment_checks.py", "assignments.py", "sandbox.py"):
-        assert not (student / "tinyvgg" / grader_only).exists(), grader_only
+    assert not (student / PKG / "classroom").exists()  # the grader, its checks, sandbox and loop versions
+    assert not list(student.rglob("naive.py"))
     solution_lines = ["cols[:, :, :, i, j, :] = x_pad[:, i:i + Ho, j:j + Wo, :]", "dW2 += cols.T @ dout_2d",
-                      "windows.max(axis=(2, 4))", "dgamma = ones @ (dout2 * xhat)", "v -= g"]
+                      "windows.max(axis=(2, 4))", "dgamma = ones @ (dout2 * xhat)", "dgamma = (dout2 * xhat).sum(axis=0)",
+                      "v -= self.lr * g"]
     for line in solution_lines:
         assert not any(line in text for text in files.values()), line
     readme = (student / "README.md").read_text()  # every blank listed, the optional ones of fastconv.py too
-    blanks = sum(p.read_text().count('raise NotImplementedError("part') for p in (student / "tinyvgg").glob("*.py"))
-    assert readme.count("\n- `tinyvgg/") == blanks and "- `tinyvgg/fastconv.py`" in readme
+    blanks = sum(p.read_text().count('raise NotImplementedError("part') for p in (student / PKG).rglob("*.py"))
+    assert readme.count("\n- `src/tinyvgg/") == blanks and "- `src/tinyvgg/fastconv.py`" in readme
 
 
 def test_the_student_version_imports_and_keeps_the_rest_intact(student):
-    text = (student / "tinyvgg" / "layers.py").read_text()
+    text = (student / PKG / "layers.py").read_text()
     assert 'raise NotImplementedError("part conv")' in text and "[part dense] hint: out = x @ W + b" in text
-    assert "ENABLED = False" in (student / "tinyvgg" / "fastconv.py").read_text()
+    assert 'DEFAULT_KERNELS = "reference"' in (student / PKG / "models.py").read_text()
     code = "import tinyvgg.models as m; print(m.vgg16(init='zeros').num_params())"
     result = subprocess.run([sys.executable, "-c", code], cwd=student, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(student)))
+                            env=dict(os.environ, PYTHONPATH=str(student / "src")))
     assert result.stdout.strip() == "138357544", result.stderr
     notebook = (student / "lessons" / "02_dense_layer.ipynb").read_text()
     assert "NotImplementedError" in notebook and 'self.grads = {\\"W\\": x.T @ dout' not in notebook
@@ -128,8 +134,8 @@ def test_the_handouts_own_tests_test_the_handouts_code(tmp_path):
     summary = result.stdout.strip().splitlines()[-1]
     assert "4 failed" in summary and "passed" not in summary, result.stdout  # 2 checks x 2 seeds, all blank
     assert "not implemented yet" in result.stdout
-    fixed = tmp_path / "relu-only" / "tinyvgg" / "layers.py"
-    source = (REPO / "tinyvgg" / "layers.py").read_text()
+    fixed = tmp_path / "relu-only" / PKG / "layers.py"
+    source = (REPO / PKG / "layers.py").read_text()
     fixed.write_text(source)  # the student "writes" the part: now every test passes
     result = run_student_tests(tmp_path / "relu-only")
     assert result.returncode == 0 and "4 passed" in result.stdout, result.stdout
@@ -153,8 +159,8 @@ def test_one_wrong_backward_loses_exactly_that_check(tmp_path):
 
 def test_conv_is_judged_on_its_own_with_the_graders_im2col(student, tmp_path):
     solved_conv = submission(tmp_path, base=student)
-    layers = (solved_conv / "tinyvgg" / "layers.py")
-    reference = (REPO / "tinyvgg" / "layers.py").read_text()
+    layers = (solved_conv / PKG / "layers.py")
+    reference = (REPO / PKG / "layers.py").read_text()
     start, stop = reference.index("class Conv2D"), reference.index("class BatchNorm2D")
     text = layers.read_text()
     before, after = text[:text.index("class Conv2D")], text[text.index("class BatchNorm2D"):]
@@ -194,7 +200,7 @@ def test_monkeypatched_numpy_and_checks_change_nothing(tmp_path):
         numpy.testing.assert_allclose = lambda *a, **k: None
         numpy.linalg.norm = lambda *a, **k: 0.0
         try:
-            import tinyvgg.assignment_checks as checks
+            import tinyvgg.classroom.checks as checks
             checks.score = lambda *a, **k: [{"check": "all", "points": 1000, "max": 1000, "reason": None}]
         except Exception:
             pass
@@ -289,7 +295,7 @@ def test_the_reaper_kills_detached_grandchildren(tmp_path):
 
 @POSIX_ONLY
 def test_an_output_flood_costs_only_its_part(tmp_path):
-    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)",
                                 "while True:\n            print('x' * 1000)\n        out = None"))
     start = time.perf_counter()
     report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
@@ -299,7 +305,7 @@ def test_an_output_flood_costs_only_its_part(tmp_path):
 
 
 def test_an_endless_loop_is_stopped_and_the_other_parts_are_graded(tmp_path):
-    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)",
                                 "while True:\n            pass\n        out = None"))
     report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=3)
     assert points(report) == {"relu": 0, "dense": PARTS["dense"]}
@@ -317,8 +323,8 @@ def test_an_endless_loop_is_stopped_and_the_other_parts_are_graded(tmp_path):
     ("open('huge', 'wb').write(b'0' * (40 << 20))", "File too large"),  # the file-size limit
 ])
 def test_a_crash_or_a_malformed_answer_costs_only_its_part(tmp_path, sabotage, reason):
-    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
-                                f"{sabotage}\n        out = xp.maximum(x, 0, out=x if self.inplace else None)"))
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)",
+                                f"{sabotage}\n        out = xp.maximum(x, 0)"))
     report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
     assert points(report) == {"relu": 0, "dense": PARTS["dense"]}
     assert any(reason in r for r in report["parts"]["relu"]["reasons"]), report["parts"]["relu"]["reasons"]
@@ -328,7 +334,7 @@ def test_a_crash_or_a_malformed_answer_costs_only_its_part(tmp_path, sabotage, r
 
 def test_cli_grades_a_batch_with_broken_submissions_into_one_csv(student, tmp_path):
     csv_path, json_path = tmp_path / "grades.csv", tmp_path / "report.json"
-    flood = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0, out=x if self.inplace else None)",
+    flood = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)",
                                   "while True:\n            print('x' * 1000)\n        out = None"), name="flood")
     result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), str(student),
                              str(tmp_path / "nothing"), str(flood), "--parts", "dense", "relu", "--csv", str(csv_path),

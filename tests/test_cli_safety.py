@@ -18,7 +18,7 @@ from PIL import Image
 
 from tinyvgg import checkpoint
 from tinyvgg.models import vgg11
-from tinyvgg.runs import RunFolder
+from tinyvgg.run_folder import RunFolder
 
 TINY = ["--model", "vgg11", "--width", "0.0625", "--fc-units", "16", "--batch-size", "32", "--quiet"]
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file types and signals")

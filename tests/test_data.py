@@ -7,7 +7,7 @@ from PIL import Image
 
 from tinyvgg import data
 from tinyvgg.data import BatchLoader, DataError, ImageFolder, make_shapes
-from tinyvgg.glyphs import make_glyphs
+from tinyvgg.data import make_glyphs
 
 
 def write_image(path, mode="RGB", size=(20, 14), color=(200, 30, 30)):

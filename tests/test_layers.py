@@ -3,8 +3,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyvgg import backend, layers, naive
+from tinyvgg import backend, layers
+from tinyvgg.classroom import naive
 from tinyvgg.gradcheck import check_layer, check_loss, check_model
+from tinyvgg.fastconv import FastBatchNorm2D, FastConv2D, FastDense, FastMaxPool2D, FastReLU
 from tinyvgg.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, SoftmaxCrossEntropy
 
 f64 = np.float64
@@ -27,26 +29,26 @@ def away_from_zero(rng, shape):
 
 # ---- gradient checks: every input and every parameter, float64, relative error < 1e-6 ----
 
-@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.booleans(), seeds)
-def test_conv_gradients(N, H, W, C, F, K, fast, seed):
+@given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.sampled_from([Conv2D, FastConv2D]), seeds)
+def test_conv_gradients(N, H, W, C, F, K, conv, seed):
     rng = np.random.default_rng(seed)
-    layer = Conv2D(C, F, kernel_size=K, rng=rng, dtype=f64, fast=fast)
+    layer = conv(C, F, kernel_size=K, rng=rng, dtype=f64)
     layer.params["b"] = rng.standard_normal(F)
     errors = check_layer(layer, rng.standard_normal((N, H, W, C)), seed=seed)
     assert set(errors) == {"x", "W", "b"} and max(errors.values()) < 1e-6
 
 
-@given(batch, side, side, channels, st.booleans(), seeds)
-def test_maxpool_gradients(N, H, W, C, fast, seed):
+@given(batch, side, side, channels, st.sampled_from([MaxPool2D, FastMaxPool2D]), seeds)
+def test_maxpool_gradients(N, H, W, C, pool, seed):
     rng = np.random.default_rng(seed)
-    errors = check_layer(MaxPool2D(fast=fast), distinct_values(rng, (N, H, W, C)), seed=seed)
+    errors = check_layer(pool(), distinct_values(rng, (N, H, W, C)), seed=seed)
     assert errors["x"] < 1e-6
 
 
-@given(batch, st.integers(1, 8), st.integers(1, 8), seeds)
-def test_dense_gradients(N, D, M, seed):
+@given(batch, st.integers(1, 8), st.integers(1, 8), st.sampled_from([Dense, FastDense]), seeds)
+def test_dense_gradients(N, D, M, dense, seed):
     rng = np.random.default_rng(seed)
-    layer = Dense(D, M, rng=rng, dtype=f64)
+    layer = dense(D, M, rng=rng, dtype=f64)
     layer.params["b"] = rng.standard_normal(M)
     errors = check_layer(layer, rng.standard_normal((N, D)), seed=seed)
     assert set(errors) == {"x", "W", "b"} and max(errors.values()) < 1e-6
@@ -81,10 +83,11 @@ def test_softmax_cross_entropy_gradient(N, K, seed):
     assert check_loss(SoftmaxCrossEntropy(), logits, rng.integers(0, K, N)) < 1e-6
 
 
+@pytest.mark.parametrize("bn", [BatchNorm2D, FastBatchNorm2D])
 @pytest.mark.parametrize("shape", [(2, 3, 4, 3), (1, 1, 1, 5), (4, 2, 3, 1)])
-def test_batchnorm_gradients_with_batch_statistics(xp, backend_name, shape):
+def test_batchnorm_gradients_with_batch_statistics(xp, backend_name, shape, bn):
     rng = np.random.default_rng(sum(shape))
-    layer = BatchNorm2D(shape[-1], dtype=f64)
+    layer = bn(shape[-1], dtype=f64)
     layer.params = {"gamma": rng.uniform(0.5, 2, shape[-1]), "beta": rng.standard_normal(shape[-1])}
     layer.to(backend_name)
     x = xp.asarray(rng.standard_normal(shape) * 3 + 1)
@@ -92,8 +95,9 @@ def test_batchnorm_gradients_with_batch_statistics(xp, backend_name, shape):
     assert set(errors) == {"x", "gamma", "beta"} and max(errors.values()) < 1e-6, errors
 
 
-def test_batchnorm_gradients_with_running_statistics_when_frozen(xp, backend_name, rng):
-    layer = BatchNorm2D(3, dtype=f64)
+@pytest.mark.parametrize("bn", [BatchNorm2D, FastBatchNorm2D])
+def test_batchnorm_gradients_with_running_statistics_when_frozen(xp, backend_name, rng, bn):
+    layer = bn(3, dtype=f64)
     layer.params["gamma"] = rng.uniform(0.5, 2, 3)
     layer.buffers = {"running_mean": rng.standard_normal(3), "running_var": rng.uniform(0.5, 2, 3)}
     layer.trainable = False
@@ -138,13 +142,13 @@ def test_whole_stack_passes_the_random_direction_check(rng):
     assert all(getattr(layer, "fixed_mask", None) is None for layer in stack)  # masks released
 
 
-# ---- fast kernels against the slow loop references ----
+# ---- the layers, reference and fast, against the slow loop references ----
 
 @given(batch, side, side, channels, channels, st.sampled_from([1, 3, 5]), st.sampled_from(["same", "valid"]),
-       st.booleans(), seeds)
-def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, fast, seed):
+       st.sampled_from([Conv2D, FastConv2D]), seeds)
+def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, conv, seed):
     rng = np.random.default_rng(seed)
-    layer = Conv2D(C, F, kernel_size=K, padding=padding, rng=rng, dtype=f64, fast=fast)
+    layer = conv(C, F, kernel_size=K, padding=padding, rng=rng, dtype=f64)
     if H + 2 * layer.pad < K or W + 2 * layer.pad < K:
         return
     layer.params["b"] = rng.standard_normal(F)
@@ -160,11 +164,11 @@ def test_conv_matches_naive_loops(N, H, W, C, F, K, padding, fast, seed):
     np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-12, atol=1e-12)
 
 
-@given(batch, side, side, channels, st.booleans(), st.booleans(), seeds)
-def test_maxpool_matches_naive_loops_including_ties_and_odd_sizes(N, H, W, C, ties, fast, seed):
+@given(batch, side, side, channels, st.booleans(), st.sampled_from([MaxPool2D, FastMaxPool2D]), seeds)
+def test_maxpool_matches_naive_loops_including_ties_and_odd_sizes(N, H, W, C, ties, pool_class, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 3, (N, H, W, C)).astype(f64) if ties else rng.standard_normal((N, H, W, C))
-    pool = MaxPool2D(fast=fast)
+    pool = pool_class()
     out = pool.forward(x, train=True)
     assert out.shape == (N, H // 2, W // 2, C)
     np.testing.assert_array_equal(out, naive.maxpool_forward(x))
@@ -175,13 +179,18 @@ def test_maxpool_matches_naive_loops_including_ties_and_odd_sizes(N, H, W, C, ti
 # ---- properties every layer keeps ----
 
 def all_layers(rng, dtype):
-    """(layer, input) for every layer, in ``dtype``."""
+    """(layer, input) for every layer, reference and fast, in ``dtype``."""
     return [
         (Conv2D(3, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
+        (FastConv2D(3, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
         (BatchNorm2D(3, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
+        (FastBatchNorm2D(3, dtype=dtype), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
         (MaxPool2D(), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
+        (FastMaxPool2D(), rng.standard_normal((2, 5, 5, 3)).astype(dtype)),
         (Dense(6, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 6)).astype(dtype)),
+        (FastDense(6, 4, rng=rng, dtype=dtype), rng.standard_normal((2, 6)).astype(dtype)),
         (ReLU(), rng.standard_normal((2, 6)).astype(dtype)),
+        (FastReLU(), rng.standard_normal((2, 6)).astype(dtype)),
         (Dropout(0.3, rng=rng), rng.standard_normal((2, 6)).astype(dtype)),
         (Flatten(), rng.standard_normal((2, 2, 2, 3)).astype(dtype)),
     ]
@@ -211,16 +220,15 @@ def test_evaluation_forward_keeps_no_cache(rng):
         assert layer.cache is None, layer
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_chunked_convolution_equals_unchunked(monkeypatch, rng, fast):
-    layer = Conv2D(3, 5, rng=rng, dtype=f64, fast=fast)
+def test_chunked_convolution_equals_unchunked(monkeypatch, rng):
+    layer = Conv2D(3, 5, rng=rng, dtype=f64)
     layer.params["b"] = rng.standard_normal(5)
     x = rng.standard_normal((7, 6, 6, 3))
     dout = rng.standard_normal((7, 6, 6, 5))
     whole = layer.forward(x, train=True), layer.backward(dout), dict(layer.grads)
-    one_image = 6 * 6 * 9 * 5 * 8  # dx's columns are the widest: 9 taps of 5 channels per pixel
+    one_image = 6 * 6 * 9 * 3 * 8  # the columns of one image: 9 taps of 3 channels per pixel
     monkeypatch.setattr(layers, "IM2COL_MAX_BYTES", 2 * one_image)  # chunks of 2, 2, 2, 1 images
-    assert [c.stop - c.start for c in layer._chunks(x, 5)] == [2, 2, 2, 1]
+    assert [c.stop - c.start for c in layer._chunks(x)] == [2, 2, 2, 1]
     chunked = layer.forward(x, train=True), layer.backward(dout), dict(layer.grads)
     np.testing.assert_array_equal(chunked[0], whole[0])  # each row's product is the same computation
     np.testing.assert_array_equal(chunked[1], whole[1])
@@ -228,10 +236,10 @@ def test_chunked_convolution_equals_unchunked(monkeypatch, rng, fast):
         np.testing.assert_allclose(chunked[2][name], whole[2][name], rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_kernel_larger_than_the_input_gets_a_clear_error_on_both_paths(fast):
+@pytest.mark.parametrize("conv", [Conv2D, FastConv2D])
+def test_a_kernel_larger_than_the_input_gets_a_clear_error_on_both_paths(conv):
     with pytest.raises(ValueError, match="a 3x3 kernel with padding 0 does not fit an input of 2x2 pixels"):
-        Conv2D(3, 4, padding="valid", fast=fast).forward(np.zeros((1, 2, 2, 3), np.float32))
+        conv(3, 4, padding="valid").forward(np.zeros((1, 2, 2, 3), np.float32))
 
 
 def test_conv_output_shape_and_clear_error_on_wrong_channels(rng):
@@ -298,15 +306,14 @@ def test_cupy_matches_numpy(cupy, rng):
             np.testing.assert_allclose(backend.to_host(layer.grads[name]), g, rtol=1e-10, atol=1e-12)
 
 
-def test_inplace_relu_reuses_its_input_and_gives_the_same_gradient(rng):
+def test_fast_relu_overwrites_its_input_only_and_gives_the_reference_gradient(rng):
     x = rng.standard_normal((3, 4))
     expected = np.maximum(x, 0)
-    layer = ReLU(inplace=True)
+    layer = FastReLU()
     out = layer.forward(x, train=True)
-    assert out is x
+    assert out is x  # in place of its input: one activation less
     np.testing.assert_array_equal(out, expected)
     dout = rng.standard_normal((3, 4))
-    expected_dx = dout * (expected > 0)
-    dx = layer.backward(dout)
-    assert dx is dout  # the documented exception: an in-place ReLU reuses dout's buffer
-    np.testing.assert_array_equal(dx, expected_dx)
+    dout_before = dout.copy()
+    np.testing.assert_array_equal(layer.backward(dout), dout_before * (expected > 0))
+    np.testing.assert_array_equal(dout, dout_before)  # backward never modifies dout

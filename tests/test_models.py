@@ -3,7 +3,7 @@ import pytest
 
 from tinyvgg.gradcheck import check_model
 from tinyvgg.layers import SoftmaxCrossEntropy
-from tinyvgg.models import Sequential, build_model, vgg, vgg11, vgg13, vgg16, vgg19
+from tinyvgg.models import KERNELS, Sequential, build_model, vgg, vgg11, vgg13, vgg16, vgg19
 
 
 @pytest.mark.parametrize("builder, expected", [
@@ -56,7 +56,10 @@ def test_bad_configurations_are_refused(kwargs, message):
 def test_summary_has_every_layer_and_totals():
     model = vgg16(num_classes=1000, input_shape=(224, 224, 3), init="zeros")
     text = model.summary()
-    assert "block1_conv1 (Conv2D)" in text and "(None, 224, 224, 64)" in text and "102,764,544" in text
+    assert "block1_conv1 (FastConv2D)" in text and "(None, 224, 224, 64)" in text and "102,764,544" in text
+    assert "Kernels: fast (FastConv2D, FastDense, FastMaxPool2D, FastReLU, tinyvgg.fastconv)" in text
+    reference = vgg16(num_classes=1000, input_shape=(224, 224, 3), init="zeros", kernels="reference").summary()
+    assert "block1_conv1 (Conv2D)" in reference and "Kernels: reference (tinyvgg.layers)" in reference
     assert "Total params: 138,357,544" in text
     assert "Multiply-adds per example (forward): 15.47G" in text  # the well-known ~15.5 GMACs of VGG16
     assert "Activation memory" in text
@@ -71,9 +74,11 @@ def test_load_params_refuses_another_configuration():
         other.load_params({})
 
 
-def test_a_whole_vgg_passes_the_random_direction_check():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_a_whole_vgg_passes_the_random_direction_check(kernels):
     rng = np.random.default_rng(0)
-    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=6, dtype=np.float64, rng=rng)
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=6, dtype=np.float64, rng=rng,
+                  kernels=kernels)
     x = rng.standard_normal((2, 32, 32, 3))
     assert check_model(model, SoftmaxCrossEntropy(), x, np.array([0, 2]), directions=3) < 1e-6
 
@@ -87,10 +92,11 @@ def test_vgg_bn_puts_batch_norm_between_each_convolution_and_its_relu():
     assert "block1_bn1.running_var" in model.named_buffers() and "block1_bn1.gamma" in model.named_params()
 
 
-def test_a_whole_vgg_bn_passes_the_random_direction_check():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_a_whole_vgg_bn_passes_the_random_direction_check(kernels):
     rng = np.random.default_rng(1)
     model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=6, dtype=np.float64, rng=rng,
-                  batch_norm=True)
+                  batch_norm=True, kernels=kernels)
     x = rng.standard_normal((3, 32, 32, 3))
     assert check_model(model, SoftmaxCrossEntropy(), x, np.array([0, 2, 1]), directions=3) < 1e-6
 
@@ -118,3 +124,24 @@ def test_a_small_head_init_starts_the_papers_wide_head_at_chance_loss():
     rebuilt = vgg(**model.config)
     assert float(rebuilt["fc2"].params["W"].std()) == pytest.approx(0.01, rel=0.01)
     assert "head_init" not in vgg16(num_classes=10, input_shape=(32, 32, 3), width=1 / 8).config
+
+
+def test_fast_and_reference_kernels_build_the_same_model_and_compute_the_same_step():
+    from tinyvgg import fastconv
+    built = {k: vgg11(num_classes=4, input_shape=(32, 32, 3), width=1 / 16, fc_units=8, dropout=0.5, batch_norm=True,
+                      dtype=np.float64, seed=3, kernels=k) for k in KERNELS}
+    fast, reference = built["fast"], built["reference"]
+    assert any(type(layer) in fastconv.FAST_CLASSES.values() for layer in fast.layers)
+    assert not any(type(layer) in fastconv.FAST_CLASSES.values() for layer in reference.layers)
+    assert fast.config == reference.config and "kernels" not in fast.config  # checkpoints do not change
+    x = np.random.default_rng(0).standard_normal((5, 32, 32, 3))
+    labels = np.array([0, 1, 2, 3, 0])
+    for model in (fast, reference):
+        model.input_grad = False  # as a trainer does: the first layer skips dx
+        loss = SoftmaxCrossEntropy()
+        loss.forward(model.forward(x.copy(), train=True), labels)
+        assert model.backward(loss.backward()) is None
+    for name, g in reference.named_grads().items():
+        np.testing.assert_allclose(fast.named_grads()[name], g, rtol=1e-9, atol=1e-12, err_msg=name)
+    with pytest.raises(ValueError, match="kernels must be one of fast, reference"):
+        vgg11(kernels="turbo")

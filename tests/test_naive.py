@@ -1,7 +1,7 @@
 """The loop references are the oracle for the fast kernels, so they are checked by hand here."""
 import numpy as np
 
-from tinyvgg import naive
+from tinyvgg.classroom import naive
 
 
 def test_conv_of_ones_counts_the_pixels_under_the_kernel():

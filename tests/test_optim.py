@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tinyvgg.optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau, StepLR, clip_grad_norm
+from tinyvgg.optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau, StepLR, clip_grad_norm
 
 
 def params_and_grads():
@@ -10,12 +10,17 @@ def params_and_grads():
     return params, grads
 
 
-@pytest.mark.parametrize("block", [2**18, 3])  # 3: updates cross block boundaries
-def test_sgd_momentum_follows_the_formula(monkeypatch, block):
-    monkeypatch.setattr(SGD, "BLOCK", block)
+# the readable update, and the fast one in blocks of 2**18 elements or of 3 (updates cross block boundaries)
+VERSIONS = [(SGD, None), (FastSGD, 2**18), (FastSGD, 3)]
+
+
+@pytest.mark.parametrize("optimizer, block", VERSIONS)
+def test_sgd_momentum_follows_the_formula(monkeypatch, optimizer, block):
+    if block:
+        monkeypatch.setattr(optimizer, "BLOCK", block)
     params, grads = params_and_grads()
     W0 = params["dense.W"].copy()
-    opt = SGD(params, lr=0.1, momentum=0.9)
+    opt = optimizer(params, lr=0.1, momentum=0.9)
     opt.step(grads)
     opt.step(grads)
     v1 = -0.1 * grads["dense.W"]
@@ -23,31 +28,34 @@ def test_sgd_momentum_follows_the_formula(monkeypatch, block):
     np.testing.assert_allclose(params["dense.W"], W0 + v1 + v2, rtol=1e-12)
 
 
-def test_nesterov_looks_ahead_and_grads_are_left_alone():
+@pytest.mark.parametrize("optimizer", [SGD, FastSGD])
+def test_nesterov_looks_ahead_and_grads_are_left_alone(optimizer):
     params, grads = params_and_grads()
     W0, g0 = params["dense.W"].copy(), grads["dense.W"].copy()
-    SGD(params, lr=0.1, momentum=0.9, nesterov=True).step(grads)
+    optimizer(params, lr=0.1, momentum=0.9, nesterov=True).step(grads)
     np.testing.assert_array_equal(grads["dense.W"], g0)
     v = -0.1 * grads["dense.W"]
     np.testing.assert_allclose(params["dense.W"], W0 + 0.9 * v - 0.1 * grads["dense.W"], rtol=1e-12)
 
 
-def test_weight_decay_skips_biases_unless_asked():
+@pytest.mark.parametrize("optimizer", [SGD, FastSGD])
+def test_weight_decay_skips_biases_unless_asked(optimizer):
     for decay_biases in (False, True):
         params, grads = params_and_grads()
         W0, b0 = params["dense.W"].copy(), params["dense.b"].copy()
-        SGD(params, lr=0.1, momentum=0.0, weight_decay=0.01, decay_biases=decay_biases).step(grads)
+        optimizer(params, lr=0.1, momentum=0.0, weight_decay=0.01, decay_biases=decay_biases).step(grads)
         np.testing.assert_allclose(params["dense.W"], W0 - 0.1 * (grads["dense.W"] + 0.01 * W0), rtol=1e-12)
         expected_b = b0 - 0.1 * (grads["dense.b"] + (0.01 * b0 if decay_biases else 0))
         np.testing.assert_allclose(params["dense.b"], expected_b, rtol=1e-12)
 
 
-@pytest.mark.parametrize("block", [2**18, 3])
-def test_adam_follows_the_formula(monkeypatch, block):
-    monkeypatch.setattr(Adam, "BLOCK", block)
+@pytest.mark.parametrize("optimizer, block", [(Adam, None), (FastAdam, 2**18), (FastAdam, 3)])
+def test_adam_follows_the_formula(monkeypatch, optimizer, block):
+    if block:
+        monkeypatch.setattr(optimizer, "BLOCK", block)
     params, grads = params_and_grads()
     W0 = params["dense.W"].copy()
-    opt = Adam(params, lr=0.01, eps=1e-8)
+    opt = optimizer(params, lr=0.01, eps=1e-8)
     opt.step(grads)
     g = grads["dense.W"]
     m_hat, s_hat = g, g * g  # after one step the bias corrections undo the (1 - beta) factors
@@ -153,3 +161,29 @@ def test_clip_grad_norm_bounds_the_global_norm_and_keeps_the_direction():
         np.testing.assert_allclose(grads[k], original[k] / 2, rtol=1e-12)
     with pytest.raises(ValueError, match="max_norm must be positive"):
         clip_grad_norm(grads, float("nan"))
+
+
+@pytest.mark.parametrize("reference, fast, kwargs", [
+    (SGD, FastSGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    (Adam, FastAdam, dict(lr=0.01, weight_decay=1e-3))])
+def test_the_fast_update_equals_the_readable_one_and_resumes_it(xp, monkeypatch, reference, fast, kwargs):
+    monkeypatch.setattr(fast, "BLOCK", 5)  # blocks that cut every parameter unevenly
+    rng = np.random.default_rng(0)
+    shapes = {"a.W": (3, 7), "a.b": (7,), "b.W": (2, 2, 3, 4)}
+    start = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+    runs = {}
+    for optimizer in (reference, fast):
+        params = {name: xp.asarray(value) for name, value in start.items()}
+        opt = optimizer(params, **kwargs)
+        for step in range(4):
+            grads = {name: xp.asarray(np.random.default_rng(step).standard_normal(shapes[name])) for name in shapes}
+            before = {name: g.copy() for name, g in grads.items()}
+            opt.step(grads)
+            assert all(bool((grads[n] == before[n]).all()) for n in grads)  # the gradients are left alone
+        runs[optimizer] = (params, opt.state_dict())
+    for name in shapes:
+        np.testing.assert_allclose(xp.asnumpy(runs[fast][0][name]) if xp is not np else runs[fast][0][name],
+                                   xp.asnumpy(runs[reference][0][name]) if xp is not np else runs[reference][0][name],
+                                   rtol=1e-12, atol=1e-14)
+    assert fast.name == reference.name  # a checkpoint of one resumes with the other
+    assert runs[fast][1][0].keys() == runs[reference][1][0].keys()

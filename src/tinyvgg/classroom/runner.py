@@ -29,7 +29,7 @@ F64 = np.float64
 def _conv(arrays, kwargs):
     from tinyvgg.layers import Conv2D
     KH, KW, C, F = arrays["W"].shape
-    layer = Conv2D(C, F, kernel_size=KH, padding=kwargs["padding"], dtype=F64, fast=False)
+    layer = Conv2D(C, F, kernel_size=KH, padding=kwargs["padding"], dtype=F64)
     layer.params = {"W": arrays["W"].copy(), "b": arrays["b"].copy()}
     return layer
 
@@ -57,12 +57,12 @@ def col2im(a, kw):
 
 def maxpool_forward(a, kw):
     from tinyvgg.layers import MaxPool2D
-    return {"out": MaxPool2D(fast=False).forward(a["x"].copy(), train=True)}
+    return {"out": MaxPool2D().forward(a["x"].copy(), train=True)}
 
 
 def maxpool_backward(a, kw):
     from tinyvgg.layers import MaxPool2D
-    pool = MaxPool2D(fast=False)
+    pool = MaxPool2D()
     pool.forward(a["x"].copy(), train=True)
     return {"dx": pool.backward(a["dout"].copy())}
 

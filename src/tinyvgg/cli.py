@@ -4,18 +4,7 @@ import os
 import sys
 import warnings
 
-from .backend import BackendUnavailable
-from .checkpoint import CheckpointError
-from .data import DataError
-from .runs import RunFolderError
-from .trainer import TrainingDiverged
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot work; the message says which and what to do."""
-
-
-USER_ERRORS = (UsageError, DataError, CheckpointError, BackendUnavailable, TrainingDiverged, RunFolderError)
+from .errors import TinyVGGError, UsageError
 
 
 def output_path(path, flag, force=False, default=None):
@@ -48,11 +37,12 @@ def _short_warning(message, category, filename, lineno, line=None):
 
 
 def run(main, argv=None):
-    """Call ``main(argv)``; turn a user's mistake into ``error: ...`` and exit code 1."""
+    """Call ``main(argv)``; turn a user's mistake (a :class:`~tinyvgg.errors.TinyVGGError`) into
+    ``error: ...`` and exit code 1."""
     warnings.formatwarning = _short_warning
     try:
         code = main(argv)
-    except USER_ERRORS as err:
+    except TinyVGGError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

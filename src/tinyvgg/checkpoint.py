@@ -21,13 +21,10 @@ import zipfile
 import numpy as np
 
 from .backend import to_host
+from .errors import CheckpointError
 
 FORMAT = "tinyvgg-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit; the message says which and why."""
 
 
 class Checkpoint:

@@ -20,11 +20,9 @@ import sys
 
 import numpy as np
 
+from .errors import BackendUnavailable
+
 BACKENDS = ("numpy", "cupy")
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here; the message says why and what to do."""
 
 
 def _is_cupy_array(x):

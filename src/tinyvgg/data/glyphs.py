@@ -5,7 +5,7 @@ random position, size, rotation, slant, width and weight, in a random colour on
 a random background (a colour gradient, a few stray strokes, noise), all from a
 seed: the same seed gives the same images, and nothing is downloaded.
 
-It is harder than :func:`~tinyvgg.data.make_shapes`: a digit is thin, so its
+It is harder than :func:`~tinyvgg.data.shapes.make_shapes`: a digit is thin, so its
 colour covers few pixels; a 6 turned by 25 degrees must still not be read as a 9;
 and the stray strokes are drawn with the same pens as the digits. A small VGG
 learns it in a few epochs; a linear classifier does not.
@@ -18,6 +18,9 @@ smooth, and used as the alpha mask of the digit's colour over the background.
 """
 import numpy as np
 
+from ..errors import DataError
+from .arrays import ArrayDataset
+
 GLYPH_CLASSES = tuple("0123456789")
 TEMPLATE = 96          # side of a template, in pixels
 WEIGHTS = (0, 2, 4)    # stroke widths of the templates: regular, bold, heavy
@@ -27,7 +30,6 @@ OVERSAMPLE = 3         # each image is drawn at 3x its size and shrunk: smooth e
 def _templates():
     """{(weight, class index): float32 (TEMPLATE, TEMPLATE) mask in [0, 1]} of every digit."""
     from PIL import Image, ImageDraw, ImageFont, features
-    from .data import DataError
     if not features.check("freetype2"):
         raise DataError("the glyphs data set draws text with FreeType, which this Pillow was built without; "
                         "reinstall Pillow from its wheel (pip install --force-reinstall pillow) or use --data shapes.")
@@ -102,7 +104,6 @@ def make_glyphs(num_images=6000, seed=0, image_size=32):
     ((20, 32, 32, 3), ['0', '1', '2'])
     """
     from PIL import Image
-    from .data import ArrayDataset
     rng = np.random.default_rng(seed)
     S, big = image_size, image_size * OVERSAMPLE
     templates = _templates()

@@ -1,4 +1,4 @@
-"""The layers of VGG, each with a hand-written forward and backward pass.
+"""The layers of VGG, each with a hand-written forward and backward pass: the reference code.
 
 Every layer has the same small interface::
 
@@ -12,10 +12,14 @@ modifies ``dout``. Activations are NHWC ``(N, H, W, C)``, conv weights HWIO
 input which array library to use (``xp``), so the same code runs on NumPy and
 CuPy. The derivations live in the lessons; the gradient checks in
 ``tinyvgg.gradcheck`` prove each backward pass right.
+
+This is the code the lessons teach and students write: plain array code, no
+speed tricks. The faster classes of :mod:`tinyvgg.fastconv` (``FastConv2D`` and
+friends) compute the same numbers and are tested against these; a model picks
+one set or the other (``vgg(kernels="fast" | "reference")``).
 """
 import numpy as np
 
-from . import fastconv
 from .backend import get_array_module, to_device
 from .im2col import col2im, im2col, output_hw, resolve_padding
 from .init import get_initializer
@@ -27,7 +31,13 @@ IM2COL_MAX_BYTES = 256 * 2**20
 
 
 class Layer:
-    """Base class: no parameters, identity shape. Subclasses override what differs."""
+    """Base class: no parameters, identity shape. Subclasses override what differs.
+
+    ``input_grad``: when False, ``backward`` may skip dL/dx and return None. A model sets it
+    on its first layer while training (:attr:`tinyvgg.models.Sequential.input_grad`): that
+    layer's input is the data, whose gradient nobody needs. Layers whose dx costs little
+    compute it anyway.
+    """
 
     def __init__(self):
         self.params = {}
@@ -35,12 +45,19 @@ class Layer:
         self.buffers = {}  # state that is saved but not trained, e.g. BatchNorm2D's running statistics
         self.cache = None
         self.trainable = True  # False: the optimizer leaves the parameters alone (fine-tuning)
+        self.input_grad = True
 
     def forward(self, x, train=False):
         raise NotImplementedError
 
     def backward(self, dout):
         raise NotImplementedError
+
+    def hold_randomness(self, hold=True):
+        """Make every later training forward pass draw the same random numbers as the last one
+        (``hold=False`` lets it draw afresh again). A gradient check needs this: it evaluates
+        the loss many times, and it must be the same function each time. Layers that draw
+        nothing (all but :class:`Dropout`) have nothing to hold."""
 
     def output_shape(self, input_shape):
         """Per-example output shape for a per-example input shape (no batch axis)."""
@@ -70,31 +87,26 @@ def _check_input(layer, x, ndim, channels, what):
         )
 
 
-def _column_bytes(x):
-    """The fast kernels' column-buffer size: cache-sized on a CPU (faster), the memory cap on a GPU."""
-    return min(IM2COL_MAX_BYTES, fastconv.CPU_CHUNK_BYTES) if get_array_module(x) is np else IM2COL_MAX_BYTES
-
-
 class Conv2D(Layer):
     """KxK convolution, stride 1, "same" zero padding: out = im2col(x) @ W + b.
 
     x: (N, H, W, C_in) -> out: (N, Ho, Wo, C_out); W: (K, K, C_in, C_out); b: (C_out,).
-    The batch is processed in chunks so that the im2col buffer stays under
-    ``IM2COL_MAX_BYTES``. Backward recomputes each chunk's columns from the
-    cached input instead of keeping them: a copy is cheaper than 9x the memory.
+    Backward: the dense layer's rules applied to the columns, dW = cols.T @ dout,
+    dcols = dout @ W.T, and col2im adds each column's gradient back where it came from.
 
-    ``fast=True`` (the default, ``fastconv.ENABLED``) runs the same computation through
-    the kernels of :mod:`tinyvgg.fastconv`; ``fast=False`` runs the reference code below,
-    line by line what the lessons teach. Both give the same numbers.
+    The batch is processed in chunks so that the im2col buffer stays under
+    ``IM2COL_MAX_BYTES`` (a memory cap, not a speed trick: VGG16's first layer at
+    224x224 needs 116 MB of columns per image). Backward recomputes each chunk's
+    columns from the cached input instead of keeping them: a copy is cheaper than
+    9x the memory.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same",
-                 init="he_normal", rng=None, dtype=np.float32, fast=None):
+                 init="he_normal", rng=None, dtype=np.float32):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding = kernel_size, padding
         self.pad = resolve_padding(kernel_size, padding)
-        self.fast = fastconv.ENABLED if fast is None else fast
         rng = np.random.default_rng() if rng is None else rng
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.params = {
@@ -104,7 +116,8 @@ class Conv2D(Layer):
 
     def __repr__(self):
         K = self.kernel_size
-        return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={K}, padding={self.padding!r})"
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={K}, " \
+               f"padding={self.padding!r})"
 
     def output_shape(self, input_shape):
         Ho, Wo = output_hw((1, *input_shape), self.kernel_size, self.pad)  # a clear error if K does not fit
@@ -114,13 +127,11 @@ class Conv2D(Layer):
         Ho, Wo, F = self.output_shape(input_shape)
         return Ho * Wo * self.kernel_size**2 * self.in_channels * F
 
-    def _chunks(self, x, channels=None):
-        """Slices of the batch whose im2col buffer, ``channels`` (default C) wide per tap, fits in
-        IM2COL_MAX_BYTES. The reference code's chunks; the fast kernels cut their own (fastconv.blocks)."""
+    def _chunks(self, x):
+        """Slices of the batch whose im2col buffer fits in ``IM2COL_MAX_BYTES``."""
         N, H, W, C = x.shape
         Ho, Wo, _ = self.output_shape((H, W, C))
-        rows = max(Ho * Wo, H * W)  # one row per output pixel; the larger count, to stay under the cap
-        bytes_per_image = rows * self.kernel_size**2 * (channels or C) * x.dtype.itemsize
+        bytes_per_image = Ho * Wo * self.kernel_size**2 * C * x.dtype.itemsize  # one row per output pixel
         step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
@@ -130,41 +141,35 @@ class Conv2D(Layer):
         N = x.shape[0]
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
         Ho, Wo, _ = self.output_shape(x.shape[1:])
-        out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
         self.cache = x if train else None
-        if self.fast:
-            return fastconv.conv_forward(x, self.params["W"], self.params["b"], self.pad, out, _column_bytes(x))
-        # [part conv] hint: per chunk of the batch: out = im2col(x) @ W.reshape(K*K*C, F), then add b
+        # [part conv] hint: per chunk of the batch, the columns of x times the kernel as a matrix, plus b
         ### BEGIN SOLUTION
-        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
+        W2 = self.params["W"].reshape(K * K * C, F)        # (KH, KW, C, F) -> (KH*KW*C, F)
+        out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
         for chunk in self._chunks(x):
-            cols = im2col(x[chunk], K, self.pad)          # (n*Ho*Wo, KH*KW*C)
-            out_2d = out[chunk].reshape(-1, F)             # view: (n, Ho, Wo, F) -> (n*Ho*Wo, F)
-            xp.matmul(cols, W2, out=out_2d)                # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
-        out += self.params["b"]
+            cols = im2col(x[chunk], K, self.pad)            # (n*Ho*Wo, KH*KW*C)
+            out_2d = cols @ W2 + self.params["b"]           # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
+            out[chunk] = out_2d.reshape(-1, Ho, Wo, F)      # (n*Ho*Wo, F) -> (n, Ho, Wo, F)
         return out
         ### END SOLUTION
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
         x = self.cache
         xp = get_array_module(dout)
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
-        if self.fast:
-            dx, dW, db = fastconv.conv_backward(x, self.params["W"], dout, self.pad, _column_bytes(x), input_grad)
-            self.grads = {"W": dW, "b": db}
-            return dx
-        # [part conv] hint: the dense rules on cols: dW = cols.T @ dout, dcols = dout @ W.T, dx = col2im(dcols)
+        # [part conv] hint: treat the columns of each chunk as a dense layer's input; col2im takes
+        # the columns' gradient back to the image
         ### BEGIN SOLUTION
-        W2 = self.params["W"].reshape(K * K * C, F)  # (KH, KW, C, F) -> (KH*KW*C, F)
+        W2 = self.params["W"].reshape(K * K * C, F)        # (KH, KW, C, F) -> (KH*KW*C, F)
         dW2 = xp.zeros_like(W2)
-        dx = xp.empty_like(x) if input_grad else None
+        dx = xp.empty_like(x) if self.input_grad else None
         for chunk in self._chunks(x):
-            cols = im2col(x[chunk], K, self.pad)           # (n*Ho*Wo, KH*KW*C)
-            dout_2d = dout[chunk].reshape(-1, F)           # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
-            dW2 += cols.T @ dout_2d                        # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F) -> (KH*KW*C, F)
-            if input_grad:
-                dcols = dout_2d @ W2.T                     # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
+            cols = im2col(x[chunk], K, self.pad)            # (n*Ho*Wo, KH*KW*C)
+            dout_2d = dout[chunk].reshape(-1, F)            # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
+            dW2 += cols.T @ dout_2d                         # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F) -> (KH*KW*C, F)
+            if self.input_grad:
+                dcols = dout_2d @ W2.T                      # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
                 dx[chunk] = col2im(dcols, x[chunk].shape, K, self.pad)
         self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
                       "b": dout.sum(axis=(0, 1, 2))}
@@ -213,56 +218,46 @@ class BatchNorm2D(Layer):
     def forward(self, x, train=False):
         _check_input(self, x, 4, self.num_channels, "(N, H, W, C)")
         xp = get_array_module(x)
-        C = self.num_channels
-        x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m, C)
-        m = x2.shape[0]
+        x2 = x.reshape(-1, self.num_channels)                   # (N, H, W, C) -> (m, C): one column per channel
         batch_stats = train and self.trainable
-        # [part batchnorm] hint: with batch statistics (batch_stats) the mean and biased variance of each
-        # column of x2, and the running averages updated (variance unbiased); else the running statistics.
-        # Then xhat = (x2 - mean) / sqrt(var + eps), out = gamma * xhat + beta; cache (xhat, inv_std, batch_stats)
+        # [part batchnorm] hint: with batch statistics (batch_stats) each channel's own mean and biased variance,
+        # and the running averages moved towards them (the variance unbiased); else the running statistics.
+        # Then normalize, scale and shift; cache what the backward formula in the docstring reads
         ### BEGIN SOLUTION
         if batch_stats:
-            ones = xp.ones(m, dtype=x.dtype)
-            mean = ones @ x2 / m                                # (m,) @ (m, C) -> (C,): column sums by BLAS
-            centred = x2 - mean                                 # (m, C)
-            var = ones @ (centred * centred) / m                # (C,), biased: what normalizes this batch
-            running = self.buffers
-            running["running_mean"] *= self.momentum
-            running["running_mean"] += (1 - self.momentum) * mean
-            running["running_var"] *= self.momentum
-            running["running_var"] += (1 - self.momentum) * var * (m / max(m - 1, 1))
+            m = x2.shape[0]
+            mean = x2.mean(axis=0)                              # (C,)
+            var = ((x2 - mean) ** 2).mean(axis=0)               # (C,), biased: what normalizes this batch
+            self.update_running_statistics(mean, var * (m / max(m - 1, 1)))
         else:
-            centred = x2 - self.buffers["running_mean"]
-            var = self.buffers["running_var"]
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         inv_std = 1 / xp.sqrt(var + self.eps)                   # (C,)
-        xhat = centred
-        xhat *= inv_std                                         # (m, C), in place of the centred values
-        out = xhat * self.params["gamma"]
-        out += self.params["beta"]
+        xhat = (x2 - mean) * inv_std                            # (m, C)
+        out = self.params["gamma"] * xhat + self.params["beta"]  # (m, C)
         self.cache = (xhat, inv_std, batch_stats) if train else None
         return out.reshape(x.shape)                             # (m, C) -> (N, H, W, C)
         ### END SOLUTION
 
+    def update_running_statistics(self, mean, var):
+        """running <- momentum * running + (1 - momentum) * this batch's value, for the mean and
+        the (unbiased) variance."""
+        for name, value in (("running_mean", mean), ("running_var", var)):
+            running = self.buffers[name]
+            running[...] = self.momentum * running + (1 - self.momentum) * value
+
     def backward(self, dout):
-        xp = get_array_module(dout)
         dout2 = dout.reshape(-1, self.num_channels)             # (N, H, W, C) -> (m, C)
-        # [part batchnorm] hint: dgamma = sum(dout * xhat), dbeta = sum(dout) over the rows;
-        # dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat)), or gamma * dout / std with running
-        # statistics
+        # [part batchnorm] hint: the docstring's compact formula, column by column; with running statistics
+        # the mean and variance are constants
         ### BEGIN SOLUTION
         xhat, inv_std, batch_stats = self.cache
-        m = dout2.shape[0]
-        ones = xp.ones(m, dtype=dout.dtype)
-        dbeta = ones @ dout2                                    # (m,) @ (m, C) -> (C,)
-        dgamma = ones @ (dout2 * xhat)                          # (C,)
+        dbeta = dout2.sum(axis=0)                               # (C,)
+        dgamma = (dout2 * xhat).sum(axis=0)                     # (C,)
         self.grads = {"gamma": dgamma, "beta": dbeta}
         scale = self.params["gamma"] * inv_std                  # (C,)
         if not batch_stats:
             return (dout2 * scale).reshape(dout.shape)
-        dx = xhat * (dgamma / m)                                # (m, C): xhat * mean(dout * xhat)
-        dx += dbeta / m                                         #   + mean(dout)
-        xp.subtract(dout2, dx, out=dx)                          # dout - mean(dout) - xhat * mean(dout * xhat)
-        dx *= scale
+        dx = scale * (dout2 - dout2.mean(axis=0) - xhat * (dout2 * xhat).mean(axis=0))  # (m, C)
         return dx.reshape(dout.shape)                           # (m, C) -> (N, H, W, C)
         ### END SOLUTION
 
@@ -273,31 +268,26 @@ class MaxPool2D(Layer):
     x: (N, H, W, C) -> out: (N, H//2, W//2, C). An odd last row or column is
     dropped (floored), as Keras does. Backward routes each gradient to the
     position that held the maximum (the first one, on ties) and zero elsewhere.
-    ``fast=True`` (the default) uses :mod:`tinyvgg.fastconv` (same results, less memory).
     """
-
-    def __init__(self, fast=None):
-        super().__init__()
-        self.fast = fastconv.ENABLED if fast is None else fast
 
     def output_shape(self, input_shape):
         H, W, C = input_shape
         return H // 2, W // 2, C
 
-    def forward(self, x, train=False):
+    def _check(self, x):
         if x.ndim != 4:
-            raise ValueError(f"MaxPool2D expects input of shape (N, H, W, C), got {tuple(x.shape)}.")
+            raise ValueError(f"{type(self).__name__} expects input of shape (N, H, W, C), got {tuple(x.shape)}.")
+        N, H, W, C = x.shape
+        if H // 2 == 0 or W // 2 == 0:
+            raise ValueError(f"{type(self).__name__} needs at least 2x2 pixels, got {H}x{W}; "
+                             "use a larger input or fewer pooling layers.")
+
+    def forward(self, x, train=False):
+        self._check(x)
         N, H, W, C = x.shape
         Ho, Wo = H // 2, W // 2
-        if Ho == 0 or Wo == 0:
-            raise ValueError(f"MaxPool2D needs at least 2x2 pixels, got {H}x{W}; "
-                             "use a larger input or fewer pooling layers.")
-        if self.fast:
-            out = fastconv.maxpool_forward(x)
-            self.cache = (x, out) if train else None  # both are kept by the neighbouring layers anyway
-            return out
-        # [part pool] hint: reshape to 2x2 windows, take the max; when training cache which position
-        # won (the first on ties)
+        # [part pool] hint: view the image as 2x2 windows and take each one's maximum; when training
+        # remember which position won (the first on ties)
         ### BEGIN SOLUTION
         windows = x[:, :2 * Ho, :2 * Wo, :].reshape(N, Ho, 2, Wo, 2, C)  # (N, 2Ho, 2Wo, C) -> (N, Ho, 2, Wo, 2, C)
         out = windows.max(axis=(2, 4))                                   # (N, Ho, Wo, C)
@@ -311,9 +301,6 @@ class MaxPool2D(Layer):
         ### END SOLUTION
 
     def backward(self, dout):
-        if self.fast:
-            return fastconv.maxpool_backward(*self.cache, dout,
-                                             fastconv.POOL_CHUNK_BYTES if get_array_module(dout) is np else None)
         # [part pool] hint: each dout goes to the winning position of its window, 0 elsewhere
         # (and 0 for a dropped odd edge)
         ### BEGIN SOLUTION
@@ -362,51 +349,33 @@ class Dense(Layer):
         return x @ self.params["W"] + self.params["b"]  # (N, in) @ (in, out) -> (N, out)
         ### END SOLUTION
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         """dL/dx (None when ``input_grad`` is False: the first layer's input is data)."""
-        # [part dense] hint: dW = x.T @ dout, db = dout summed over the batch, dx = dout @ W.T
+        # [part dense] hint: the three gradients by the chain rule, each a matrix product or a sum over the batch
         ### BEGIN SOLUTION
         x = self.cache
-        xp = get_array_module(dout)
-        # reuse last step's dW buffer: a fresh 400 MB array (VGG16's fc1) costs its page faults every step
-        dW = self.grads.get("W")
-        if dW is None or dW.shape != self.params["W"].shape or dW.dtype != dout.dtype \
-                or get_array_module(dW) is not xp:
-            dW = xp.empty(self.params["W"].shape, dtype=dout.dtype)
-        self.grads = {"W": xp.matmul(x.T, dout, out=dW),  # (in, N) @ (N, out) -> (in, out)
-                      "b": dout.sum(axis=0)}
-        return dout @ self.params["W"].T if input_grad else None  # (N, out) @ (out, in) -> (N, in)
+        self.grads = {"W": x.T @ dout,                   # (in, N) @ (N, out) -> (in, out)
+                      "b": dout.sum(axis=0)}             # (out,)
+        return dout @ self.params["W"].T if self.input_grad else None  # (N, out) @ (out, in) -> (N, in)
         ### END SOLUTION
 
 
 class ReLU(Layer):
-    """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere.
-
-    ``inplace=True`` overwrites x with the result instead of allocating a new
-    array: safe after a Conv2D or Dense, whose backward needs their input, not
-    their output (VGG's builder does this; it saves one activation per layer).
-    Its backward likewise overwrites ``dout`` with dx: the one exception to "backward
-    never modifies dout", safe inside a model, where each dout is a fresh array.
-    """
-
-    def __init__(self, inplace=False):
-        super().__init__()
-        self.inplace = inplace
+    """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere."""
 
     def forward(self, x, train=False):
         # [part relu] hint: out = max(x, 0); keep what backward needs to know where x > 0
         ### BEGIN SOLUTION
         xp = get_array_module(x)
-        out = xp.maximum(x, 0, out=x if self.inplace else None)
+        out = xp.maximum(x, 0)
         self.cache = out if train else None  # out > 0 exactly where x > 0
         return out
         ### END SOLUTION
 
     def backward(self, dout):
-        # [part relu] hint: the gradient passes where x > 0 and is 0 elsewhere
+        # [part relu] hint: where did the forward pass let x through?
         ### BEGIN SOLUTION
-        xp = get_array_module(dout)
-        return xp.multiply(dout, self.cache > 0, out=dout if self.inplace else None)
+        return dout * (self.cache > 0)
         ### END SOLUTION
 
 
@@ -415,7 +384,8 @@ class Dropout(Layer):
     and scale the survivors by 1 / (1 - rate), so evaluation is the identity.
 
     The mask is drawn from a host-side ``numpy.random.Generator`` (seeded the same
-    way on both backends). Set ``fixed_mask`` to reuse one mask (gradient checks).
+    way on both backends). ``fixed_mask``, when set, is used instead of a fresh draw
+    (:meth:`hold_randomness` sets it to the last mask, for gradient checks).
     """
 
     def __init__(self, rate=0.5, rng=None):
@@ -428,6 +398,9 @@ class Dropout(Layer):
 
     def __repr__(self):
         return f"Dropout({self.rate})"
+
+    def hold_randomness(self, hold=True):
+        self.fixed_mask = self.cache if hold else None
 
     def forward(self, x, train=False):
         # [part dropout] hint: identity at evaluation; in training keep each unit with probability 1 - rate
@@ -469,7 +442,33 @@ class Flatten(Layer):
         return dout.reshape(self.cache)  # (N, H*W*C) -> (N, H, W, C)
 
 
-class SoftmaxCrossEntropy:
+def softmax(scores, axis=-1):
+    """Class probabilities from scores along ``axis``: exp(z) / sum(exp(z)), after subtracting the
+    maximum so that exp never overflows.
+
+    >>> softmax(np.array([0.0, np.log(3.0)])).round(6).tolist()
+    [0.25, 0.75]
+    """
+    xp = get_array_module(scores)
+    e = xp.exp(scores - scores.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class Loss(Layer):
+    """Base class of losses: a layer whose forward pass also takes the labels and returns a scalar.
+
+        loss = loss_fn.forward(logits, labels)    # caches what backward needs
+        dlogits = loss_fn.backward()              # dL/dlogits (times ``dout``, default 1)
+    """
+
+    def forward(self, logits, labels):
+        raise NotImplementedError
+
+    def backward(self, dout=1.0):
+        raise NotImplementedError
+
+
+class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     loss = mean_n [ logsumexp(z_n) - z_n[y_n] ], computed after subtracting each
@@ -479,12 +478,6 @@ class SoftmaxCrossEntropy:
     logits: (N, K) float; labels: (N,) integers in [0, K). ``forward`` returns a
     0-d array (no host round trip on a GPU); ``backward()`` returns dL/dlogits.
     """
-
-    def __init__(self):
-        self.cache = None
-
-    def __repr__(self):
-        return "SoftmaxCrossEntropy()"
 
     def forward(self, logits, labels):
         xp = get_array_module(logits)

@@ -173,17 +173,18 @@ def check_direction(loss_fn, arrays, grads, *, directions=3, eps=DEFAULT_EPS, to
 
 @contextlib.contextmanager
 def frozen_randomness(layers):
-    """Within the block, each Dropout reuses the mask of its next training forward pass.
+    """Within the block, calling the yielded function holds every layer's random draws (dropout
+    masks) at those of the last training forward pass (:meth:`~tinyvgg.layers.Layer.hold_randomness`);
+    they are released at the end.
 
     A gradient check evaluates the loss many times; it must be the same function
     each time, so random masks are drawn once and then held fixed.
     """
-    dropouts = [layer for layer in layers if hasattr(layer, "fixed_mask")]
     try:
-        yield lambda: [setattr(layer, "fixed_mask", layer.cache) for layer in dropouts]
+        yield lambda: [layer.hold_randomness(True) for layer in layers]
     finally:
-        for layer in dropouts:
-            layer.fixed_mask = None
+        for layer in layers:
+            layer.hold_randomness(False)
 
 
 def check_model(layers, loss_layer, x, labels, **kwargs):

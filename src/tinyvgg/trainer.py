@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .backend import to_host
+from .errors import TrainingDiverged
 from .layers import SoftmaxCrossEntropy
 from .optim import clip_grad_norm
 
@@ -40,11 +41,7 @@ CHECK_EVERY = 10
 DIVERGED_FACTOR = 4.0
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss exploded or became NaN; the message says where and what to try."""
-
-
-def evaluate(model, loader, progress=False, desc="evaluating"):
+def evaluate_model(model, loader, progress=False, desc="evaluating"):
     """Loss, accuracy and every prediction of ``model`` on a :class:`~tinyvgg.data.BatchLoader`.
 
     Evaluation mode (dropout off, no caches kept). Sums stay on the model's
@@ -62,7 +59,7 @@ def evaluate(model, loader, progress=False, desc="evaluating"):
         labels.append(y)
         seen += len(y)
     if seen == 0:
-        raise ValueError("evaluate() got no examples.")
+        raise ValueError("evaluate_model() got no examples.")
     predictions = np.concatenate([to_host(p) for p in predictions])
     labels = np.concatenate([to_host(t) for t in labels])
     return {"loss": float(loss_sum) / seen, "accuracy": float((predictions == labels).mean()),
@@ -98,7 +95,7 @@ class Trainer:
         """One forward, backward and update; returns (loss, number correct) as device scalars."""
         logits = self.model.forward(x, train=True)
         loss = self.loss_fn.forward(logits, y)
-        self.model.backward(self.loss_fn.backward(), input_grad=False)  # dL/d(images) is not needed
+        self.model.backward(self.loss_fn.backward())  # fit() sets model.input_grad off: no dL/d(images)
         grads = self.model.named_grads(trainable_only=True)              # frozen layers: no update
         if self.clip_norm:
             clip_grad_norm(grads, self.clip_norm)
@@ -123,7 +120,7 @@ class Trainer:
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + right, seen + len(y)
             window_sum, window_seen = window_sum + loss * len(y), window_seen + len(y)
             if step % CHECK_EVERY == CHECK_EVERY - 1:  # reading a value waits for the GPU: only now and then
-                self.check_loss(float(window_sum) / window_seen)
+                self.guard_divergence(float(window_sum) / window_seen)
                 window_sum, window_seen = 0.0, 0
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.3f}")
             if self._interrupted() and step + 1 < len(loader):
@@ -132,10 +129,10 @@ class Trainer:
                                  "sums": [float(loss_sum), int(correct), seen, float(window_sum), window_seen]}
                 raise KeyboardInterrupt
         if window_seen:
-            self.check_loss(float(window_sum) / window_seen)
+            self.guard_divergence(float(window_sum) / window_seen)
         return float(loss_sum) / seen, float(correct) / seen
 
-    def check_loss(self, loss):
+    def guard_divergence(self, loss):
         """The divergence guard: raise :class:`TrainingDiverged` if ``loss`` (a mean over the last
         steps) is not finite or more than ``DIVERGED_FACTOR`` times the loss the run started at."""
         if self.start_loss is None and np.isfinite(loss):
@@ -158,12 +155,14 @@ class Trainer:
         explodes or turns non-finite: checkpoints keep the last good epoch.
         """
         self.stop_training = False
+        input_grad, self.model.input_grad = self.model.input_grad, False  # the images need no gradient
         with deferred_interrupt() as interrupted:
             self._interrupted = interrupted
             try:
                 self._fit(train_loader, val_loader, epochs)
             finally:
                 self._interrupted = _never
+                self.model.input_grad = input_grad
         return self.history
 
     def _fit(self, train_loader, val_loader, epochs):
@@ -173,7 +172,7 @@ class Trainer:
             logs = {"epoch": self.epoch + 1, "loss": loss, "accuracy": accuracy, "val_loss": None,
                     "val_accuracy": None, "lr": self.optimizer.lr}  # the rate of the epoch's last step
             if val_loader is not None:
-                val = evaluate(self.model, val_loader, self.progress, desc="validating")
+                val = evaluate_model(self.model, val_loader, self.progress, desc="validating")
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if not np.isfinite(val["loss"]):
                     raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
@@ -207,7 +206,7 @@ class Trainer:
         opt_arrays, opt_scalars = self.optimizer.state_dict()
         meta = dict(self.meta, model_config=self.model.config, epoch=self.epoch, history=self.history,
                     rng_state=self.rng.bit_generator.state,
-                    optimizer={"name": type(self.optimizer).__name__, "scalars": opt_scalars},
+                    optimizer={"name": self.optimizer.name, "scalars": opt_scalars},
                     scheduler=self.scheduler.state_dict() if self.scheduler else None,
                     warmup=self.warmup.state_dict() if self.warmup else None, start_loss=self.start_loss,
                     position=self.position,
@@ -232,9 +231,9 @@ class Trainer:
         ckpt.load_into(self.model)
         meta = ckpt.meta
         saved_optimizer = meta.get("optimizer") or {}
-        if saved_optimizer.get("name") != type(self.optimizer).__name__:
+        if saved_optimizer.get("name") != self.optimizer.name:
             raise checkpoint.CheckpointError(
-                f"{ckpt.path} was trained with {saved_optimizer.get('name')}, not {type(self.optimizer).__name__}; "
+                f"{ckpt.path} was trained with {saved_optimizer.get('name')}, not {self.optimizer.name}; "
                 "resume with the same --optimizer.")
         try:
             self.optimizer.load_state_dict(ckpt.optimizer, saved_optimizer["scalars"])

@@ -12,7 +12,7 @@ from . import backend, cli
 from .checkpoint import load_classifier
 from .data import BUILT_IN, BatchLoader, ImageFolder, open_dataset
 from .plots import confusion_matrix, plot_confusion, save_figure
-from .trainer import evaluate
+from .trainer import evaluate_model
 
 
 def parse_args(argv=None):
@@ -42,7 +42,7 @@ def main(argv=None):
                                  f"but the checkpoint was trained on {names}.")
     else:
         dataset = ImageFolder(args.data, size, class_names=names)
-    result = evaluate(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
+    result = evaluate_model(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
                       progress=True)
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))
     print(f"accuracy {result['accuracy']:.4f} on {len(dataset)} images (loss {result['loss']:.4f})")

@@ -20,11 +20,11 @@ import numpy as np
 
 from . import backend, checkpoint, cli
 from .data import BatchLoader, open_dataset
-from .models import VGG_CONFIGS, build_model
-from .optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau
-from .runs import RunFolder, holds_a_run
+from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
+from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
+from .run_folder import RunFolder, holds_a_run
 from .trainer import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
-                      TrainingDiverged, evaluate, write_history)
+                      TrainingDiverged, evaluate_model, write_history)
 
 DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
 #: --head-init's choices: the initializer of the dense head (None: He for fc1 and fc2, Glorot for the logits)
@@ -77,6 +77,9 @@ def parse_args(argv=None):
                    help="start from this checkpoint's weights (a new head where the classes differ)")
     p.add_argument("--freeze-until", metavar="LAYER",
                    help="with --finetune: do not train this layer and those before it (e.g. block5_pool)")
+    p.add_argument("--kernels", choices=KERNELS, default=DEFAULT_KERNELS,
+                   help="fast: tinyvgg.fastconv's layers and the blocked optimizer update; reference: the layers of "
+                        "tinyvgg.layers as the lessons teach them (the same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return p.parse_args(argv)
 
@@ -142,9 +145,10 @@ def run_folder_path(args):
 
 
 def make_optimizer(args, params):
+    fast = args.kernels == "fast"
     if args.optimizer == "adam":
-        return Adam(params, lr=args.lr, weight_decay=args.weight_decay)
-    return SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        return (FastAdam if fast else Adam)(params, lr=args.lr, weight_decay=args.weight_decay)
+    return (FastSGD if fast else SGD)(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def apply_freeze(model, args):
@@ -224,10 +228,10 @@ def main(argv=None):
         backend.set_gpu_memory_limit(args.gpu_memory_limit)
     out = run_folder_path(args)
     with RunFolder(out):  # locked from here on; a folder this run made is removed again if it fails early
-        return train(args, out, resumed, source)
+        return run_training(args, out, resumed, source)
 
 
-def train(args, out, resumed, source):
+def run_training(args, out, resumed, source):
     """Read the data, build everything, train, and finish; returns the exit code."""
     progress = not args.quiet
     train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed, progress=progress)
@@ -246,7 +250,7 @@ def train(args, out, resumed, source):
                   input_shape=(args.image_size, args.image_size, 3), width=args.width, fc_units=args.fc_units,
                   dropout=args.dropout, include_top=True, init="he_normal", batch_norm=args.batch_norm,
                   head_init=HEAD_INITS[args.head_init])
-    model = build_model(config, rng=rng)
+    model = build_model(config, rng=rng, kernels=args.kernels)
     if source is not None:
         start_from(model, source, args)
     elif resumed is not None:
@@ -296,7 +300,7 @@ def finish(trainer, val_loader, out, progress):
     from .plots import confusion_matrix, plot_confusion, save_figure
     best = checkpoint.load(os.path.join(out, "best.npz"))
     best.load_into(trainer.model)
-    result = evaluate(trainer.model, val_loader)
+    result = evaluate_model(trainer.model, val_loader)
     names = trainer.meta["class_names"]
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))
     save_figure(plot_confusion(counts, names), os.path.join(out, "confusion.png"))

@@ -20,8 +20,16 @@ one as 1x1x512.
 """
 import numpy as np
 
+from . import fastconv
 from .backend import get_array_module
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+
+#: Which classes :func:`vgg` builds: the reference layers a student reads and writes, or their fast
+#: subclasses (:mod:`tinyvgg.fastconv`), which compute the same numbers faster.
+KERNELS = ("fast", "reference")
+#: What :func:`vgg` builds unless told: the fast classes. The student version builds the layers
+#: the student writes (its fast kernels are blanks to fill in).
+DEFAULT_KERNELS = "fast"  # STUDENT: DEFAULT_KERNELS = "reference"
 
 VGG_CONFIGS = {
     "vgg11": (1, 1, 2, 2, 2),
@@ -59,18 +67,29 @@ class Sequential:
             x = layer.forward(x, train=train)
         return x
 
-    def backward(self, dout, input_grad=True):
-        """Backpropagate dL/d(output) through every layer; fills each layer's grads.
+    def backward(self, dout):
+        """Backpropagate dL/d(output) through every layer, last to first; fills each layer's grads.
 
-        Returns dL/dx. With ``input_grad=False`` (training, where x is data) the
-        first layer skips computing it and None is returned.
+        Returns dL/dx, or None when :attr:`input_grad` is False and the first layer skips it.
         """
-        for layer in reversed(self.layers[1:]):
+        for layer in reversed(self.layers):
             dout = layer.backward(dout)
-        first = self.layers[0]
-        if not input_grad and isinstance(first, (Conv2D, Dense)):
-            return first.backward(dout, input_grad=False)
-        return first.backward(dout)
+        return dout
+
+    @property
+    def input_grad(self):
+        """Whether :meth:`backward` computes dL/dx for the model's input. A trainer sets it to False:
+        the input is data, and the first convolution's dx costs as much as its dW."""
+        return self.layers[0].input_grad
+
+    @input_grad.setter
+    def input_grad(self, value):
+        self.layers[0].input_grad = bool(value)
+
+    def hold_randomness(self, hold=True):
+        """Hold every layer's random draws (dropout masks) at their last values, or release them."""
+        for layer in self.layers:
+            layer.hold_randomness(hold)
 
     def named_params(self, trainable_only=False):
         """``{"block1_conv1.W": array, ...}`` in layer order; the arrays themselves, not copies.
@@ -139,7 +158,10 @@ class Sequential:
         fmt = "{:<%d}  {:<%d}  {:>%d}  {:>%d}  {:>%d}" % tuple(widths)
         rule = "-" * len(fmt.format(*header))
         lines = [rule, fmt.format(*header), rule] + [fmt.format(*r) for r in rows] + [rule]
+        kernels = sorted({type(layer).__name__ for layer in self.layers if type(layer) in _FAST_TO_REFERENCE})
         lines += [f"Total params: {self.num_params():,}",
+                  "Kernels: " + (f"fast ({', '.join(kernels)}, tinyvgg.fastconv)" if kernels else
+                                 "reference (tinyvgg.layers)"),
                   f"Activation memory (forward outputs, batch {batch_size}, float32): {_human_bytes(total_bytes)}",
                   f"Multiply-adds per example (forward): {_human_count(total_macs)}", rule]
         return "\n".join(lines)
@@ -159,9 +181,21 @@ def _human_count(n):
     return str(int(n))
 
 
+_FAST_TO_REFERENCE = {fast: reference for reference, fast in fastconv.FAST_CLASSES.items()}
+
+
+def layer_classes(kernels):
+    """``{Conv2D: the class to build, ...}`` for ``kernels`` "fast" or "reference" (None: the default)."""
+    kernels = DEFAULT_KERNELS if kernels is None else kernels
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}.")
+    reference = {cls: cls for cls in (Conv2D, MaxPool2D, BatchNorm2D, Dense, ReLU)}
+    return {**reference, **fastconv.FAST_CLASSES} if kernels == "fast" else reference
+
+
 def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, fc_units=4096,
         dropout=0.5, include_top=True, init="he_normal", batch_norm=False, head_init=None, seed=0, rng=None,
-        dtype=np.float32):
+        dtype=np.float32, kernels=None):
     """Build a VGG network (configuration A, B, D or E of the paper).
 
     depth: "vgg11" | "vgg13" | "vgg16" | "vgg19". input_shape: (H, W, C), H and W
@@ -175,6 +209,9 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     (default: ``init`` for fc1 and fc2, Glorot for the logits); "small_normal" (torchvision's
     N(0, 0.01)) is what the paper's 4096-unit head with dropout 0.5 needs to learn. rng: a
     ``numpy.random.Generator`` for the weights and the dropout masks (else one seeded with ``seed``).
+    kernels: "fast" (:mod:`tinyvgg.fastconv`'s classes) or "reference" (the layers of
+    :mod:`tinyvgg.layers`, line by line what the lessons teach); None means ``DEFAULT_KERNELS``.
+    Both give the same numbers and the same parameter names; it is not saved in ``config``.
     """
     if depth not in VGG_CONFIGS:
         raise ValueError(f"unknown model {depth!r}: choose one of {', '.join(VGG_CONFIGS)}.")
@@ -189,27 +226,29 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     if head_init is not None:  # recorded only when given, so older configurations read the same
         config["head_init"] = head_init
     rng = np.random.default_rng(seed) if rng is None else rng
+    cls = layer_classes(kernels)
+    conv, bn, relu, pool, dense = cls[Conv2D], cls[BatchNorm2D], cls[ReLU], cls[MaxPool2D], cls[Dense]
     layers, channels = [], C
     for block, (repeats, base) in enumerate(zip(VGG_CONFIGS[depth], BLOCK_CHANNELS), start=1):
         out_channels = max(1, round(base * width))
         for i in range(1, repeats + 1):
-            layers.append((f"block{block}_conv{i}", Conv2D(channels, out_channels, 3, init=init, rng=rng, dtype=dtype)))
+            layers.append((f"block{block}_conv{i}", conv(channels, out_channels, 3, init=init, rng=rng, dtype=dtype)))
             if batch_norm:
-                layers.append((f"block{block}_bn{i}", BatchNorm2D(out_channels, dtype=dtype)))
-            layers.append((f"block{block}_relu{i}", ReLU(inplace=True)))
+                layers.append((f"block{block}_bn{i}", bn(out_channels, dtype=dtype)))
+            layers.append((f"block{block}_relu{i}", relu()))
             channels = out_channels
-        layers.append((f"block{block}_pool", MaxPool2D()))
+        layers.append((f"block{block}_pool", pool()))
     if include_top:
         features = (H // 32) * (W // 32) * channels
         layers += [("flatten", Flatten()),
-                   ("fc1", Dense(features, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
-                   ("fc1_relu", ReLU(inplace=True)),
+                   ("fc1", dense(features, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
+                   ("fc1_relu", relu()),
                    ("fc1_dropout", Dropout(dropout, rng=rng)),
-                   ("fc2", Dense(fc_units, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
-                   ("fc2_relu", ReLU(inplace=True)),
+                   ("fc2", dense(fc_units, fc_units, init=head_init or init, rng=rng, dtype=dtype)),
+                   ("fc2_relu", relu()),
                    ("fc2_dropout", Dropout(dropout, rng=rng)),
                    # the logits feed softmax, not ReLU: Glorot (Keras' default) suits them
-                   ("predictions", Dense(fc_units, num_classes, init=head_init or "glorot_uniform", rng=rng,
+                   ("predictions", dense(fc_units, num_classes, init=head_init or "glorot_uniform", rng=rng,
                                          dtype=dtype))]
     return Sequential(layers, input_shape=input_shape, config=config)
 
@@ -234,8 +273,8 @@ def vgg19(**kwargs):
     return vgg("vgg19", **kwargs)
 
 
-def build_model(config, rng=None, seed=0, dtype=np.float32):
+def build_model(config, rng=None, seed=0, dtype=np.float32, kernels=None):
     """Rebuild a model from the ``config`` dict saved with it (e.g. in a checkpoint)."""
     config = dict(config)
     config["input_shape"] = tuple(config["input_shape"])
-    return vgg(**config, rng=rng, seed=seed, dtype=dtype)
+    return vgg(**config, rng=rng, seed=seed, dtype=dtype, kernels=kernels)

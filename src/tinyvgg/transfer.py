@@ -14,7 +14,7 @@ early layers frozen (no updates, no weight decay).
 import numpy as np
 
 from .backend import get_array_module, to_host
-from .layers import Conv2D, Dense, Flatten
+from .layers import Conv2D, Dense, Flatten, softmax
 from .models import Sequential
 
 
@@ -52,13 +52,6 @@ def to_fully_convolutional(model):
     if not converted:
         raise ValueError("the model has no dense layers to convert (was it built with include_top=False?).")
     return Sequential(layers, input_shape=model.input_shape, config=dict(model.config, fully_convolutional=True))
-
-
-def softmax(scores, axis=-1):
-    """Class probabilities from scores along ``axis``, computed stably."""
-    xp = get_array_module(scores)
-    e = xp.exp(scores - scores.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def dense_predict(fc_model, x, flip=True):

@@ -22,12 +22,10 @@ the plots). :class:`RunFolder` makes sure that folder belongs to that run alone:
 """
 import os
 
+from .errors import RunFolderError
+
 LOCK_NAME = ".lock"
 TEMP_PREFIX = ".tmp-"  # what checkpoint.atomic_write names its temporary files
-
-
-class RunFolderError(ValueError):
-    """The run folder cannot be used; the message says why and what to do."""
 
 
 def holds_a_run(path):

@@ -15,7 +15,7 @@ from . import backend, cli
 from .backend import to_device, to_host
 from .checkpoint import load_classifier
 from .data import decode_image, is_regular_file
-from .transfer import softmax
+from .layers import softmax
 
 
 def parse_args(argv=None):

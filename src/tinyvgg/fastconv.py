@@ -1,9 +1,13 @@
-"""Fast kernels for convolution and max-pooling, beside the readable reference.
+"""The fast layers: the reference layers' numbers, computed faster.
 
-The layers in :mod:`tinyvgg.layers` compute exactly what the reference code in
-:mod:`tinyvgg.im2col` and the layer classes teach; these functions compute the
-same numbers faster, and the tests hold them to the reference. Each trick is
-here because a benchmark (``benchmarks/``) showed it pays on the CPU:
+:mod:`tinyvgg.layers` holds the code the lessons teach. Each class here is a
+subclass of one of those (``FastConv2D(Conv2D)``, ``FastMaxPool2D``,
+``FastBatchNorm2D``, ``FastDense``, ``FastReLU``), with the same interface and the
+same parameters, so checkpoints do not care which ran; only the kernels and what
+each keeps in its cache differ. The tests hold every fast class to its reference
+class. A model chooses: ``vgg(..., kernels="fast")`` (the default for training)
+or ``kernels="reference"``. Each trick is here because a benchmark
+(``benchmarks/``) showed it pays on the CPU:
 
 - **One strided copy for im2col.** A sliding-window *view* of the padded input
   already has every patch in place; ``im2col`` is then a single copy from that
@@ -22,25 +26,24 @@ here because a benchmark (``benchmarks/``) showed it pays on the CPU:
   (256 MB): the copy and the matmuls that read it then work on memory that is
   still warm. A block is a few whole images or, where one image's columns are
   larger (115 MB for VGG16's second layer at 224x224), a band of rows of one
-  image (see :func:`blocks`). Measured on a 2-core AVX-512 machine: a VGG16 step
-  at 32x32, batch 64, 0.80 s -> 0.71 s with image blocks; at 224x224, batch 8,
-  5.3 s -> 5.2 s with image blocks, then 5.08 s -> 4.70 s with row bands.
+  image (see :func:`blocks`).
 - **Reused scratch buffers.** Column buffers are the largest temporaries of a
   step; they live in a few workspaces that grow once and are reused by every
   layer (layers run one after another, so they never need them at once).
 - **Max-pool as three maximums of strided views**, and a backward pass that
   finds the winners again from the cached input and output (no argmax array).
+- **Column sums by BLAS** (``ones @ x``, 3x faster than ``.sum(axis=0)``) in batch
+  normalization and the convolution's bias gradient; results written in place of
+  temporaries; Dense's weight gradient in last step's buffer; ReLU in place of its input.
 
-Everything goes through ``xp`` and ``backend.sliding_window_view``, so it runs
-on CuPy too (where the memory pool already reuses buffers).
+The measurements are in benchmarks/README.md. Everything goes through ``xp`` and
+``backend.sliding_window_view``, so it runs on CuPy too (where the memory pool
+already reuses buffers).
 """
 import numpy as np
 
 from .backend import get_array_module, sliding_window_view
-
-#: The layers run these kernels unless built with fast=False. The student version of the
-#: assignments (python -m tinyvgg.assignments make) switches them off: see the STUDENT comment.
-ENABLED = True  # STUDENT: ENABLED = False
+from .layers import IM2COL_MAX_BYTES, BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU, _check_input
 
 #: Largest im2col buffer per chunk on the CPU (see the module docstring); the GPU uses the memory cap.
 CPU_CHUNK_BYTES = 16 * 2**20
@@ -250,3 +253,137 @@ def maxpool_backward(x, out, dout, max_bytes=None):
                 xp.multiply(dout_b, wins_b, out=dx[position])
     return dx
     ### END SOLUTION
+
+
+def column_bytes(x):
+    """The column-buffer size of a block: cache-sized on a CPU (faster), the memory cap on a GPU."""
+    return min(IM2COL_MAX_BYTES, CPU_CHUNK_BYTES) if get_array_module(x) is np else IM2COL_MAX_BYTES
+
+
+# ---------------------------------------------------------------- the fast layers
+
+class FastConv2D(Conv2D):
+    """:class:`~tinyvgg.layers.Conv2D` through :func:`conv_forward` and :func:`conv_backward`.
+    Same parameters and cache (the input x)."""
+
+    def forward(self, x, train=False):
+        _check_input(self, x, 4, self.in_channels, "(N, H, W, C)")
+        xp = get_array_module(x)
+        Ho, Wo, F = self.output_shape(x.shape[1:])
+        self.cache = x if train else None
+        out = xp.empty((x.shape[0], Ho, Wo, F), dtype=x.dtype)
+        return conv_forward(x, self.params["W"], self.params["b"], self.pad, out, column_bytes(x))
+
+    def backward(self, dout):
+        x = self.cache
+        dx, dW, db = conv_backward(x, self.params["W"], dout, self.pad, column_bytes(x), self.input_grad)
+        self.grads = {"W": dW, "b": db}
+        return dx
+
+
+class FastMaxPool2D(MaxPool2D):
+    """:class:`~tinyvgg.layers.MaxPool2D` by strided views; its cache is (x, out), both of which the
+    neighbouring layers keep anyway, instead of an argmax array."""
+
+    def forward(self, x, train=False):
+        self._check(x)
+        out = maxpool_forward(x)
+        self.cache = (x, out) if train else None
+        return out
+
+    def backward(self, dout):
+        x, out = self.cache
+        return maxpool_backward(x, out, dout, POOL_CHUNK_BYTES if get_array_module(dout) is np else None)
+
+
+class FastBatchNorm2D(BatchNorm2D):
+    """:class:`~tinyvgg.layers.BatchNorm2D` with column sums by BLAS and results written in place
+    of temporaries. Same cache: (xhat, inv_std, batch_stats)."""
+
+    def forward(self, x, train=False):
+        _check_input(self, x, 4, self.num_channels, "(N, H, W, C)")
+        # [part batchnorm] hint: the reference forward, with BLAS column sums and in-place updates
+        ### BEGIN SOLUTION
+        xp = get_array_module(x)
+        C = self.num_channels
+        x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m, C)
+        m = x2.shape[0]
+        batch_stats = train and self.trainable
+        if batch_stats:
+            ones = xp.ones(m, dtype=x.dtype)
+            mean = ones @ x2 / m                                # (m,) @ (m, C) -> (C,): column sums by BLAS
+            centred = x2 - mean                                 # (m, C)
+            var = ones @ (centred * centred) / m                # (C,), biased
+            self.update_running_statistics(mean, var * (m / max(m - 1, 1)))
+        else:
+            centred = x2 - self.buffers["running_mean"]
+            var = self.buffers["running_var"]
+        inv_std = 1 / xp.sqrt(var + self.eps)                   # (C,)
+        xhat = centred
+        xhat *= inv_std                                         # (m, C), in place of the centred values
+        out = xhat * self.params["gamma"]
+        out += self.params["beta"]
+        self.cache = (xhat, inv_std, batch_stats) if train else None
+        return out.reshape(x.shape)                             # (m, C) -> (N, H, W, C)
+        ### END SOLUTION
+
+    def backward(self, dout):
+        xp = get_array_module(dout)
+        dout2 = dout.reshape(-1, self.num_channels)             # (N, H, W, C) -> (m, C)
+        # [part batchnorm] hint: the reference backward, with BLAS column sums and in-place updates
+        ### BEGIN SOLUTION
+        xhat, inv_std, batch_stats = self.cache
+        m = dout2.shape[0]
+        ones = xp.ones(m, dtype=dout.dtype)
+        dbeta = ones @ dout2                                    # (m,) @ (m, C) -> (C,)
+        dgamma = ones @ (dout2 * xhat)                          # (C,)
+        self.grads = {"gamma": dgamma, "beta": dbeta}
+        scale = self.params["gamma"] * inv_std                  # (C,)
+        if not batch_stats:
+            return (dout2 * scale).reshape(dout.shape)
+        dx = xhat * (dgamma / m)                                # (m, C): xhat * mean(dout * xhat)
+        dx += dbeta / m                                         #   + mean(dout)
+        xp.subtract(dout2, dx, out=dx)                          # dout - mean(dout) - xhat * mean(dout * xhat)
+        dx *= scale
+        return dx.reshape(dout.shape)                           # (m, C) -> (N, H, W, C)
+        ### END SOLUTION
+
+
+class FastDense(Dense):
+    """:class:`~tinyvgg.layers.Dense` that writes dW into last step's buffer: a fresh 400 MB array
+    (VGG16's fc1) costs its page faults every step."""
+
+    def backward(self, dout):
+        # [part dense] hint: the reference backward, writing dW into last step's buffer
+        ### BEGIN SOLUTION
+        x = self.cache
+        xp = get_array_module(dout)
+        dW = self.grads.get("W")
+        if dW is None or dW.shape != self.params["W"].shape or dW.dtype != dout.dtype \
+                or get_array_module(dW) is not xp:
+            dW = xp.empty(self.params["W"].shape, dtype=dout.dtype)
+        self.grads = {"W": xp.matmul(x.T, dout, out=dW),       # (in, N) @ (N, out) -> (in, out)
+                      "b": dout.sum(axis=0)}
+        return dout @ self.params["W"].T if self.input_grad else None  # (N, out) @ (out, in) -> (N, in)
+        ### END SOLUTION
+
+
+class FastReLU(ReLU):
+    """:class:`~tinyvgg.layers.ReLU` that overwrites its input with the result instead of allocating
+    a new array: one activation less per layer. Safe after a convolution, batch normalization or
+    dense layer, whose backward needs their input or their own cache, never their output (VGG's
+    builder puts it only there); not after a layer that keeps its output (max-pooling)."""
+
+    def forward(self, x, train=False):
+        # [part relu] hint: the reference forward, written into x
+        ### BEGIN SOLUTION
+        xp = get_array_module(x)
+        out = xp.maximum(x, 0, out=x)
+        self.cache = out if train else None
+        return out
+        ### END SOLUTION
+
+
+#: The fast class of each reference class that has one (the model builder's table).
+FAST_CLASSES = {Conv2D: FastConv2D, MaxPool2D: FastMaxPool2D, BatchNorm2D: FastBatchNorm2D, Dense: FastDense,
+                ReLU: FastReLU}
