@@ -1,0 +1,61 @@
+"""Precise batch normalization: running statistics recomputed over the training data.
+
+While training, every :class:`~tinyvgg.layers.BatchNorm2D` normalizes with its batch's own
+mean and variance and moves a running average towards them, 10% a step
+(``running <- 0.9 running + 0.1 batch``). Evaluation uses that running average. It lags:
+it mixes the statistics of the last ~20 steps, taken while the weights below the layer were
+still moving. With a large data set and a small learning rate the lag does not matter; with
+150 images (three steps an epoch) the weights move far between steps and the running
+statistics describe a network that no longer exists: evaluation then scores near chance
+while training accuracy is high.
+
+The cure (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021; fvcore's and Detectron2's
+``PreciseBN``): after training, with the weights fixed, run the training images through the
+network once more and set each layer's running statistics to the average of the batch
+statistics it sees, the quantities training normalized with. Each layer still normalizes
+every batch with its batch's statistics during this pass, so the layers above see what
+they saw in training.
+"""
+import numpy as np
+
+from .layers import BatchNorm2D
+
+
+def batch_norm_layers(model):
+    """The trainable :class:`~tinyvgg.layers.BatchNorm2D` layers of ``model`` (frozen ones keep their statistics)."""
+    return [layer for layer in model.layers if isinstance(layer, BatchNorm2D) and layer.trainable]
+
+
+def recompute_batch_norm_statistics(model, batches, max_images=None):
+    """Set every trainable batch-norm layer's running mean and variance to the average, over
+    ``batches``, of its batch statistics, each batch weighted by its number of images.
+
+    batches: an iterable of ``(x, y)`` (a :class:`~tinyvgg.data.BatchLoader` without shuffling or
+    augmentation, so that the result is the same every time); max_images: stop once this many
+    images were seen (None: all). Dropout is off and no layer keeps a cache. Returns the number of
+    images used (0 when the model has no batch normalization: then nothing is run).
+
+    The average is a running one with a changing momentum: after batches of m_1, ..., m_k images,
+    momentum = (m_1 + ... + m_(k-1)) / (m_1 + ... + m_k) makes
+    running = sum_i m_i * batch_value_i / sum_i m_i, the weighted mean.
+    """
+    layers = batch_norm_layers(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    seen = 0
+    try:
+        for x, _ in batches:
+            if max_images is not None and seen >= max_images:
+                break
+            m = len(x)
+            for layer in layers:
+                layer.momentum = seen / (seen + m)     # the first batch replaces what was there
+            for layer in model.layers:
+                x = layer.forward(x, train=layer in layers)  # batch statistics, as in training
+                layer.cache = None
+            seen += m
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return seen
