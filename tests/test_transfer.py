@@ -13,11 +13,13 @@ def small(input_shape=(64, 64, 3), **kw):
     return vgg11(num_classes=5, input_shape=input_shape, width=1 / 16, fc_units=8, dtype=np.float64, seed=0, **kw)
 
 
-def test_dense_evaluation_equals_the_original_at_the_training_size():
-    model = small()
+@pytest.mark.parametrize("kernels", ["fast", "reference"])
+def test_dense_evaluation_equals_the_original_at_the_training_size(kernels):
+    model = small(kernels=kernels)
     x = np.random.default_rng(0).standard_normal((3, 64, 64, 3))
     fc = to_fully_convolutional(model)
     assert fc["fc1"].kernel_size == 2 and fc["predictions"].kernel_size == 1
+    assert type(fc["fc1"]).__name__ == ("FastConv2D" if kernels == "fast" else "Conv2D")  # the model's own kind
     np.testing.assert_allclose(fc.forward(x)[:, 0, 0, :], model.forward(x), rtol=1e-12, atol=1e-12)
 
 

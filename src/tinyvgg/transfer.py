@@ -14,6 +14,7 @@ early layers frozen (no updates, no weight decay).
 import numpy as np
 
 from .backend import get_array_module, to_host
+from .fastconv import FastConv2D, FastDense
 from .layers import Conv2D, Dense, Flatten, softmax
 from .models import Sequential
 
@@ -27,7 +28,8 @@ def _dense_as_conv(dense, in_shape):
     H, W, C = in_shape
     if H != W:
         raise ValueError(f"dense evaluation needs a square feature map, got {H}x{W}.")
-    conv = Conv2D(C, dense.out_features, kernel_size=H, padding="valid", init=_no_weights)
+    conv_class = FastConv2D if isinstance(dense, FastDense) else Conv2D  # the model's own kind of kernels
+    conv = conv_class(C, dense.out_features, kernel_size=H, padding="valid", init=_no_weights)
     # Flatten's NHWC order (h, w, c) is the row order of the dense weight: (H*W*C, F) -> (H, W, C, F)
     conv.params = {"W": dense.params["W"].reshape(H, W, C, dense.out_features), "b": dense.params["b"]}
     return conv
