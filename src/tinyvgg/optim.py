@@ -49,20 +49,23 @@ class Optimizer:
         return self.weight_decay if (p.ndim > 1 or self.decay_biases) else 0.0
 
     def step(self, grads):
-        """Update every parameter in place from ``grads`` (keyed like the parameters)."""
+        """Update every parameter in place from ``grads`` (keyed like the parameters; left as they are)."""
         self.iterations += 1
         for name, p in self.params.items():
             g = grads[name]
             if g.shape != p.shape:
                 raise ValueError(f"gradient {name} has shape {g.shape}, its parameter {p.shape}.")
-            decay = self._decay(name)
-            if decay:
-                g = g + decay * p  # the gradient of loss + decay/2 ||w||^2
-            self._update(p, g, [self.state[slot][name] for slot in self.slots])
+            self._step_parameter(p, g, self._decay(name), [self.state[slot][name] for slot in self.slots])
+
+    def _step_parameter(self, p, g, decay, state):
+        """One parameter's update: the L2 term, then the optimizer's own formula."""
+        if decay:
+            g = g + decay * p  # the gradient of loss + decay/2 ||w||^2
+        self._update(p, g, state)
 
     def _update(self, p, g, state):
-        """Update the parameter ``p`` in place from its gradient ``g`` (which may be overwritten)
-        and its state arrays (updated in place too)."""
+        """Update the parameter ``p`` in place from its gradient ``g`` and its state arrays (updated in
+        place too)."""
         raise NotImplementedError
 
     def state_dict(self):
@@ -158,20 +161,13 @@ class BlockedUpdates:
 
     BLOCK = 2**16
 
-    def step(self, grads):
-        self.iterations += 1
-        for name, p in self.params.items():
-            g = grads[name]
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {name} has shape {g.shape}, its parameter {p.shape}.")
-            block = self.BLOCK if get_array_module(p) is np else max(p.size, 1)
-            decay = self._decay(name)
-            state = [self.state[slot][name].reshape(-1) for slot in self.slots]
-            flat_p, flat_g = p.reshape(-1), g.reshape(-1)  # views: p, g and the state are contiguous
-            for start in range(0, p.size, block):
-                part = slice(start, start + block)
-                gb = flat_g[part] + decay * flat_p[part] if decay else flat_g[part].copy()  # g may be overwritten
-                self._update(flat_p[part], gb, [s[part] for s in state])
+    def _step_parameter(self, p, g, decay, state):
+        block = self.BLOCK if get_array_module(p) is np else max(p.size, 1)
+        flat_p, flat_g = p.reshape(-1), g.reshape(-1)  # views: p, g and the state are contiguous
+        flat_state = [s.reshape(-1) for s in state]
+        for start in range(0, p.size, block):
+            part = slice(start, start + block)
+            super()._step_parameter(flat_p[part], flat_g[part], decay, [s[part] for s in flat_state])
 
 
 class FastSGD(BlockedUpdates, SGD):
