@@ -31,6 +31,7 @@ arrays the all-reduce runs on the GPU through NCCL (one GPU per rank). Launch wi
     mpiexec -n 2 python -m tinyvgg.train --distributed --sync-batch-norm
 """
 import functools
+import signal
 import sys
 import traceback
 
@@ -43,6 +44,10 @@ from .layers import BatchNorm2D, Dropout
 
 #: The world this process joined (set by :func:`connect`): what a failure must end.
 _WORLD = None
+#: The signal that stops a run of several ranks between two steps, saving its place: ``mpiexec`` forwards
+#: it to every rank, while its own Ctrl-C (SIGINT) kills the ranks at once (Open MPI cannot forward SIGINT).
+STOP_SIGNAL = signal.SIGUSR1
+_stop_signals = []
 
 
 class World:
@@ -114,6 +119,7 @@ def connect():
         raise UsageError('--distributed needs mpi4py and an MPI library: pip install -e ".[mpi]", then start '
                          "the ranks with mpiexec -n 2 python -m tinyvgg.train --distributed.") from None
     _WORLD = World(MPI.COMM_WORLD)
+    signal.signal(STOP_SIGNAL, lambda signum, frame: _stop_signals.append(signum))  # read at every step
     if _WORLD.size == 1:
         raise UsageError("--distributed found a world of one process: start the ranks with a launcher, e.g. "
                          "mpiexec -n 2 python -m tinyvgg.train --distributed, or leave out --distributed.")
@@ -281,8 +287,9 @@ class DataParallel:
 
     def watch(self, interrupted):
         """Use the local Ctrl-C flag ``interrupted`` in the step's all-reduce; returns the reduced flag's
-        reader, which is true on every rank after the same step once any rank was interrupted."""
-        self.local_interrupt = interrupted
+        reader, which is true on every rank after the same step once any rank was interrupted (by Ctrl-C
+        or by :data:`STOP_SIGNAL`, which ``mpiexec`` forwards to every rank)."""
+        self.local_interrupt = lambda: interrupted() or bool(_stop_signals)
         return lambda: self.stop_requested
 
     def train_step(self, trainer, x, y):

@@ -92,7 +92,7 @@ def parse_args(argv=None):
                         "launcher (a world of one process)")
     p.add_argument("--sync-batch-norm", action="store_true",
                    help="with --distributed: batch statistics over the whole batch, as on one process (default: "
-                        "each rank normalizes its own rows, as PyTorch DDP does)")
+                        "each rank normalizes its own rows, as PyTorch DDP does); one process has them already")
     p.add_argument("--accumulate", type=int, default=1, metavar="K",
                    help="split each batch into K micro-batches and add up their gradients before one update: "
                         "the same step in 1/K of the memory (batch normalization sees micro-batches)")
@@ -102,7 +102,7 @@ def parse_args(argv=None):
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
 RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "head_init", "batch_size",
             "optimizer", "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience",
-            "lr_patience", "augment", "seed", "freeze_until")
+            "lr_patience", "augment", "seed", "freeze_until", "sync_batch_norm", "accumulate")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
@@ -140,9 +140,6 @@ def check_args(args):
                         "--patience": args.patience, "--lr-patience": args.lr_patience}.items():
         if value < 0:
             raise cli.UsageError(f"{flag} must be zero or positive, got {value}.")
-    if args.sync_batch_norm and not args.distributed:
-        raise cli.UsageError("--sync-batch-norm shares batch statistics between the ranks of a --distributed run; "
-                             "add --distributed (and start the run with mpiexec).")
 
 
 def run_folder_path(args):
@@ -325,8 +322,10 @@ def run_training(args, out, resumed, source, world=None):
         write_history(trainer.history, out)
         where = f"epoch {trainer.epoch + 1}, step {trainer.position['step']}" if trainer.position else \
             f"the end of epoch {trainer.epoch}"
+        launch = f"mpiexec -n {world.size} python -m tinyvgg.train --distributed" if world.size > 1 else \
+            "python -m tinyvgg.train"
         print(f"\ninterrupted: saved the state at {where} to {last}; continue with "
-              f"python -m tinyvgg.train --resume {last}", file=sys.stderr)
+              f"{launch} --resume {last}", file=sys.stderr)
         return 130
     if world.rank == 0:
         finish(trainer, whole_val_loader, out, progress)
