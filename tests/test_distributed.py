@@ -444,3 +444,37 @@ def test_every_batch_must_reach_every_shard():
     parallel.check_batches(80, 16)
     with pytest.raises(UsageError, match="ends with 2; choose another --batch-size"):
         parallel.check_batches(82, 16)
+
+
+# ---------------------------------------------------------------- GPUs: NCCL through CuPy
+
+def test_the_gpu_all_reduce_without_cupy_says_so_in_one_sentence(monkeypatch):
+    from tinyvgg import backend
+    monkeypatch.setitem(sys.modules, "cupy", None)             # as where CuPy is not installed
+    with pytest.raises(backend.BackendUnavailable, match="CuPy is not installed"):
+        backend.nccl()
+
+
+NCCL_SUM = textwrap.dedent("""
+    # the GPU path: a CuPy buffer summed over 2 ranks by NCCL, one GPU each
+    from mpi4py import MPI
+    from tinyvgg import backend
+    from tinyvgg.distributed import World
+    world = World(MPI.COMM_WORLD)
+    print("rank", world.rank, "on GPU", world.use_gpu())
+    cupy = backend.require("cupy")
+    buffer = cupy.arange(1_000_003, dtype=cupy.float32) * (world.rank + 1)
+    world.allreduce(buffer)
+    assert float(abs(buffer - 3 * cupy.arange(1_000_003, dtype=cupy.float32)).max()) == 0
+""")
+
+
+@pytest.mark.gpu
+@needs_mpi
+def test_nccl_sums_a_device_buffer_over_two_gpus(tmp_path, cupy):
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("NCCL needs one GPU per rank, and this machine has fewer than 2")
+    script = tmp_path / "nccl_sum.py"
+    script.write_text(NCCL_SUM)
+    done = mpirun(2, [str(script)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]

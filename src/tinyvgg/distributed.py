@@ -37,6 +37,7 @@ import traceback
 
 import numpy as np
 
+from . import backend
 from .backend import get_array_module, require
 from .data import BatchLoader
 from .errors import TinyVGGError, UsageError
@@ -79,8 +80,7 @@ class World:
 
     def _gpu_allreduce(self, buffer):
         """NCCL's sum all-reduce of a CuPy buffer, in place on the current stream (no host copy)."""
-        cupy = require("cupy")
-        from cupy.cuda import nccl
+        cupy, nccl = require("cupy"), backend.nccl()
         if self._nccl is None:  # NCCL's ranks meet through an id that rank 0 makes and MPI hands out
             uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
             self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
