@@ -31,6 +31,7 @@ arrays the all-reduce runs on the GPU through NCCL (one GPU per rank). Launch wi
     mpiexec -n 2 python -m tinyvgg.train --distributed --sync-batch-norm
 """
 import functools
+import os
 import signal
 import sys
 import traceback
@@ -123,7 +124,18 @@ def connect():
     if _WORLD.size == 1:
         raise UsageError("--distributed found a world of one process: start the ranks with a launcher, e.g. "
                          "mpiexec -n 2 python -m tinyvgg.train --distributed, or leave out --distributed.")
+    share_the_cores(MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size())
     return _WORLD
+
+
+def share_the_cores(ranks_here):
+    """Give each of the ``ranks_here`` ranks on this machine its share of the cores for BLAS (at least 1):
+    by default every rank would start a thread per core, and 2 ranks x 2 threads on 2 cores fight for
+    them (and with MPI, which waits by polling). OMP_NUM_THREADS, when set, is left as it is."""
+    if "OMP_NUM_THREADS" in os.environ or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(max(1, (os.cpu_count() or 1) // ranks_here), user_api="blas")
 
 
 def ends_every_rank_on_failure(main):
