@@ -5,7 +5,7 @@ for 2 ranks and for --accumulate 2; then the pieces in one process.
 The tests that start ``mpiexec -n 2`` skip with the reason where mpi4py or mpiexec is missing
 (``pip install -e ".[mpi]"`` installs both).
 """
-import json
+import itertools
 import os
 import shutil
 import signal
@@ -63,14 +63,16 @@ def _ranks(n, args):
 
 
 def mpirun(n, args, timeout=180):
-    return subprocess.run(_ranks(n, args), env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_ranks(n, args), env=_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def train(n, out, *extra, timeout=180):
     """``python -m tinyvgg.train`` on one process (n=0) or on ``mpiexec -n n`` ranks."""
     args = ["-m", "tinyvgg.train", *TINY, "--out", str(out), *extra]
     if n == 0:
-        done = subprocess.run([sys.executable] + args, env=_env(), capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable] + args, env=_env(), capture_output=True, text=True, timeout=timeout,
+                              check=False)
     else:
         done = mpirun(n, args + ["--distributed"], timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -105,9 +107,11 @@ def _rank_pid(launcher_pid, rank):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read()
         except OSError:
             continue
-        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env and b"tinyvgg" in open(f"/proc/{pid}/cmdline", "rb").read():
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env and b"tinyvgg" in command:
             return pid
     return None
 
@@ -168,13 +172,13 @@ def test_a_failing_rank_ends_every_rank_within_seconds_with_one_sentence(tmp_pat
     args = [str(script), str(stamp), *TINY, "--epochs", "3", "--out", str(out), "--distributed"]
     launcher = subprocess.Popen(_ranks(2, args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-    stdout, stderr = launcher.communicate(timeout=120)
+    _, stderr = launcher.communicate(timeout=120)
     ended = time.time()
     assert launcher.returncode != 0
     assert ended - float(stamp.read_text()) < 10, "the other rank waited instead of ending"
     sentences = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert sentences == ["error: rank 1 of 2 failed, so every rank stops: could not read cat_07.png "
-                         "(truncated file)"], stderr[-2000:]
+    assert sentences == [("error: rank 1 of 2 failed, so every rank stops: could not read cat_07.png "
+                          "(truncated file)")], stderr[-2000:]
     assert "Traceback" not in stderr                          # a user's mistake: a sentence, not a traceback
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]  # no half-written file
 
@@ -242,7 +246,7 @@ def test_distributed_outside_a_launcher_is_refused_in_one_sentence(monkeypatch):
 @needs_mpi
 def test_distributed_on_one_process_is_refused_in_one_sentence(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tinyvgg.train", *TINY, "--out", str(tmp_path / "run"),
-                           "--distributed"], env=_env(), capture_output=True, text=True, timeout=120)
+                           "--distributed"], env=_env(), capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: --distributed found a world of one process")
     assert "\n" not in done.stderr.strip()
@@ -358,7 +362,7 @@ def test_rows_cut_a_batch_into_contiguous_parts_that_cover_it():
         for parts in range(1, min(count, 6) + 1):
             cuts = [rows(count, parts, k) for k in range(parts)]
             assert cuts[0][0] == 0 and cuts[-1][1] == count
-            assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(cuts))
             assert all(stop - start >= count // parts for start, stop in cuts)
 
 

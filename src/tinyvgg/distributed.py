@@ -39,7 +39,7 @@ import traceback
 import numpy as np
 
 from . import backend
-from .backend import get_array_module, require
+from .backend import get_array_module, require, to_device
 from .data import BatchLoader
 from .errors import TinyVGGError, UsageError
 from .layers import BatchNorm2D, Dropout
@@ -186,11 +186,7 @@ class ShardedBatchLoader(BatchLoader):
         part = slice(start, stop)
         x, _ = super()._prepare(indices[part], flips[part] if flips is not None else None,
                                 offsets[part] if offsets is not None else None)
-        return x, self._labels(indices)
-
-    def _labels(self, indices):
-        from .backend import to_device
-        return to_device(self.dataset.labels[indices], self.backend)
+        return x, to_device(self.dataset.labels[indices], self.backend)   # (n_r, H, W, 3), (B,)
 
 
 class ShardLoader(BatchLoader):
@@ -202,7 +198,7 @@ class ShardLoader(BatchLoader):
         self.start, self.stop = rows(len(self.dataset), world.size, world.rank)
 
     def __len__(self):
-        return -(-(self.stop - self.start) // self.batch_size)
+        return (self.stop - self.start + self.batch_size - 1) // self.batch_size
 
     def _plan(self):
         for start in range(self.start, self.stop, self.batch_size):
@@ -314,7 +310,6 @@ class DataParallel:
         first, last = rows(B, world.size, world.rank)     # this rank's rows of the global batch
         if x.shape[0] != last - first:
             raise ValueError(f"rank {world.rank} got {x.shape[0]} images for rows {first}..{last} of {B}.")
-        grads_of = lambda: model.named_grads(trainable_only=True)  # noqa: E731 (filled by each backward)
         buffers = model.named_buffers()
         average_buffers = bool(buffers) and self.shards > 1
         start_buffers = {n: b.copy() for n, b in buffers.items()} if average_buffers and K > 1 else None
@@ -336,10 +331,10 @@ class DataParallel:
             model.backward(trainer.loss_fn.backward((stop - start) / B))  # its share of the global mean
             if self.buffer is None:
                 xp = get_array_module(logits)
-                shapes = {name: g.shape for name, g in grads_of().items()}
+                shapes = {name: g.shape for name, g in model.named_grads(trainable_only=True).items()}
                 extra = 3 + sum(b.size for b in buffers.values())
                 self.buffer = GradientBuffer(shapes, xp, extra=extra)
-            self.buffer.add(grads_of(), first=k == 0)
+            self.buffer.add(model.named_grads(trainable_only=True), first=k == 0)   # this backward's
             loss_sum = loss_sum + loss * (stop - start)
             correct = correct + (logits.argmax(axis=1) == yk).sum()
             if average_buffers:
@@ -420,7 +415,7 @@ class SyncBatchNorm2D(BatchNorm2D):
         if not (train and self.trainable):
             return super().forward(x, train)                    # running statistics: nothing to share
         xp = get_array_module(x)
-        N, H, W, C = x.shape
+        _, H, W, C = x.shape
         x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m_r, C)
         m = self.examples * H * W                               # values per channel over all ranks
         mean = self.world.allreduce(x2.sum(axis=0)) / m         # (C,)
