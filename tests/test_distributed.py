@@ -141,7 +141,7 @@ def _wait_for_line(proc, text, timeout=120):
 
 FAILING_RANK = textwrap.dedent("""
     # tinyvgg.train on 2 ranks, where rank 1 cannot read an image of its 2nd batch
-    import sys, time
+    import os, sys, time
     from mpi4py import MPI
     from tinyvgg import cli, train
     from tinyvgg.errors import DataError
@@ -158,6 +158,7 @@ FAILING_RANK = textwrap.dedent("""
         train_set.load = unreadable_on_rank_1
         return train_set, val_set
 
+    open(f"{sys.argv[1]}.pid{MPI.COMM_WORLD.Get_rank()}", "w").write(str(os.getpid()))
     opened, train.open_dataset = train.open_dataset, broken_open
     cli.run(train.main, sys.argv[2:])
 """)
@@ -180,6 +181,9 @@ def test_a_failing_rank_ends_every_rank_within_seconds_with_one_sentence(tmp_pat
     assert sentences == [("error: rank 1 of 2 failed, so every rank stops: could not read cat_07.png "
                           "(truncated file)")], stderr[-2000:]
     assert "Traceback" not in stderr                          # a user's mistake: a sentence, not a traceback
+    time.sleep(0.5)
+    ranks = [int((tmp_path / f"failed_at.pid{r}").read_text()) for r in (0, 1)]
+    assert not [pid for pid in ranks if _alive(pid)], "a rank outlived the job"
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]  # no half-written file
 
 

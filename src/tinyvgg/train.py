@@ -89,13 +89,13 @@ def parse_args(argv=None):
     p.add_argument("--distributed", action="store_true",
                    help="one rank of a data-parallel run started by mpiexec -n N (needs the mpi extra): each rank "
                         "takes 1/N of every --batch-size batch and the gradients are averaged; refused outside a "
-                        "launcher (a world of one process)")
+                        "launcher (a world of one process); kill -USR1 <pid of mpiexec> stops it and saves its place")
     p.add_argument("--sync-batch-norm", action="store_true",
                    help="with --distributed: batch statistics over the whole batch, as on one process (default: "
                         "each rank normalizes its own rows, as PyTorch DDP does); one process has them already")
     p.add_argument("--accumulate", type=int, default=1, metavar="K",
                    help="split each batch into K micro-batches and add up their gradients before one update: "
-                        "the same step in 1/K of the memory (batch normalization sees micro-batches)")
+                        "the same step with 1/K of the activation memory (batch normalization sees micro-batches)")
     return p.parse_args(argv)
 
 
