@@ -241,6 +241,15 @@ def test_an_interrupted_two_rank_run_resumes_bit_identical(tmp_path):
     assert resumed.meta["history"]["loss"] == straight.meta["history"]["loss"]
 
 
+@needs_mpi
+def test_a_diverging_run_is_decided_on_every_rank_and_reported_once(tmp_path):
+    done = mpirun(2, ["-m", "tinyvgg.train", *TINY, "--lr", "1e4", "--warmup-epochs", "0", "--no-batch-norm",
+                      "--epochs", "3", "--out", str(tmp_path / "run"), "--distributed"])
+    assert done.returncode != 0
+    sentences = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(sentences) == 1 and "training diverged" in sentences[0], done.stderr[-2000:]
+
+
 def test_distributed_outside_a_launcher_is_refused_in_one_sentence(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)           # as where mpi4py is not installed
     with pytest.raises(UsageError, match=r'needs mpi4py .*pip install -e "\.\[mpi\]"'):

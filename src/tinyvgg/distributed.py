@@ -34,6 +34,7 @@ import functools
 import os
 import signal
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -50,6 +51,9 @@ _WORLD = None
 #: it to every rank, while its own Ctrl-C (SIGINT) kills the ranks at once (Open MPI cannot forward SIGINT).
 STOP_SIGNAL = signal.SIGUSR1
 _stop_signals = []
+#: Seconds between a failing rank's sentence and the abort: without them Open MPI sometimes ends the job
+#: before it has passed the sentence on to the terminal.
+ABORT_DELAY = 1.0
 
 
 class World:
@@ -155,6 +159,7 @@ def ends_every_rank_on_failure(main):
             cause = str(err) if isinstance(err, TinyVGGError) else f"{type(err).__name__}: {err}"
             print(f"error: rank {_WORLD.rank} of {_WORLD.size} failed, so every rank stops: {cause}",
                   file=sys.stderr, flush=True)
+            time.sleep(ABORT_DELAY)  # the launcher forwards the sentence before the abort tears the job down
             _WORLD.abort(1)
     return wrapped
 

@@ -311,6 +311,8 @@ def run_training(args, out, resumed, source, world=None):
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by the guard, once
             trainer.fit(train_loader, val_loader, epochs=args.epochs)
     except TrainingDiverged as err:
+        if world.rank != 0:  # every rank decided it on the same reduced loss: rank 0 says it, once, and ends the
+            return 0         # job with its exit code (a non-zero code here could end it before rank 0 has spoken)
         done = trainer.history["epoch"]
         kept = f"best.npz and last.npz in {out} keep the run up to epoch {done[-1]}" if done else "nothing was saved"
         raise TrainingDiverged(f"{err} ({kept}.)") from None
