@@ -278,7 +278,6 @@ class DataParallel:
             for i, layer in enumerate(model.layers):
                 if isinstance(layer, BatchNorm2D):
                     model.layers[i] = SyncBatchNorm2D.replacing(layer, world)
-        self.batch_norms = [layer for layer in model.layers if isinstance(layer, SyncBatchNorm2D)]
         self.draws = []
         for layer in model.layers:
             if isinstance(layer, Dropout):
@@ -325,8 +324,6 @@ class DataParallel:
             start, stop = rows(B, self.shards, world.rank * K + k)  # micro-batch k: rows of the global batch
             for draw in self.draws:
                 draw.rows = slice(start, stop)
-            for bn in self.batch_norms:                         # micro-batch k of every rank: its statistics'
-                bn.examples = sum(b - a for a, b in (rows(B, self.shards, r * K + k) for r in range(world.size)))
             if start_buffers is not None and k > 0:             # each shard moves the running statistics
                 for name, value in start_buffers.items():      # from the same start
                     buffers[name][...] = value
@@ -386,9 +383,11 @@ class SyncBatchNorm2D(BatchNorm2D):
 
     Forward: rank r holds m_r of the m = sum_r m_r values of each channel. Two all-reduces of
     per-channel sums give the whole batch's statistics, in the same two passes one process
-    makes: mean = (sum_r sum x) / m, then var = (sum_r sum (x - mean)^2) / m. Every rank
-    then normalizes its rows with the same mean and variance, and moves the running
-    statistics the same way.
+    makes: mean = (sum_r sum x) / m (m travels with the first sums), then
+    var = (sum_r sum (x - mean)^2) / m. Every rank then normalizes its rows with the same mean
+    and variance, and moves the running statistics the same way. (Ranks that all hold the
+    same rows, as when every rank recomputes precise statistics from the same batches, get
+    that batch's statistics: copies change neither a mean nor a variance.)
 
     Backward, derived: with s = sqrt(var + eps) and g_i = dL/dxhat_i = gamma * dout_i, each
     x_j reaches every xhat_i of the *whole* batch through the mean and the variance:
@@ -400,9 +399,6 @@ class SyncBatchNorm2D(BatchNorm2D):
     dgamma = sum dout * xhat and dbeta = sum dout stay local sums: they are gradients of
     parameters, which the step's all-reduce adds up with all the others. (This presumes dout is
     in the scale of the global loss, which :class:`DataParallel` arranges with ``n_r / B``.)
-
-    ``examples``: how many examples the batch has over all ranks (set by :class:`DataParallel`
-    before each forward pass, so that m is known without another all-reduce).
     """
 
     @classmethod
@@ -410,7 +406,7 @@ class SyncBatchNorm2D(BatchNorm2D):
         """A synchronized layer that shares ``layer``'s parameters, buffers and settings."""
         sync = cls(layer.num_channels, layer.momentum, layer.eps)
         sync.params, sync.buffers, sync.trainable = layer.params, layer.buffers, layer.trainable
-        sync.world, sync.examples = world, None
+        sync.world = world
         return sync
 
     def __repr__(self):
@@ -420,13 +416,16 @@ class SyncBatchNorm2D(BatchNorm2D):
         if not (train and self.trainable):
             return super().forward(x, train)                    # running statistics: nothing to share
         xp = get_array_module(x)
-        _, H, W, C = x.shape
+        C = self.num_channels
         x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m_r, C)
-        m = self.examples * H * W                               # values per channel over all ranks
-        mean = self.world.allreduce(x2.sum(axis=0)) / m         # (C,)
+        count = xp.full(1, x2.shape[0], dtype=x.dtype)          # (1,): m_r
+        sums = self.world.allreduce(xp.concatenate([x2.sum(axis=0), count]))  # (C + 1,): over all ranks
+        m = sums[C]                                             # values per channel over all ranks (float32:
+                                                                # exact to 2**24, then to 6e-8)
+        mean = sums[:C] / m                                     # (C,)
         centred = x2 - mean                                     # (m_r, C)
         var = self.world.allreduce((centred * centred).sum(axis=0)) / m  # (C,), biased
-        self.update_running_statistics(mean, var * (m / max(m - 1, 1)))
+        self.update_running_statistics(mean, var * (m / xp.maximum(m - 1, 1)))
         inv_std = 1 / xp.sqrt(var + self.eps)                   # (C,)
         xhat = centred * inv_std                                # (m_r, C)
         self.cache, self.values = (xhat, inv_std, True), m
