@@ -46,7 +46,7 @@ def _mpi_missing_reason():
 
 needs_mpi = pytest.mark.skipif(_mpi_missing_reason() is not None, reason=str(_mpi_missing_reason()))
 
-#: a tiny VGG16-BN with dropout: 88 shapes images -> 80 for training, 5 steps of 16 per epoch
+#: a tiny VGG16-BN with dropout: 88 training images (shapes:88) in 6 steps of 16 (the last of 8) per epoch
 TINY = ["--data", "shapes:88", "--width", "0.0625", "--fc-units", "16", "--dropout", "0.5", "--batch-size", "16",
         "--quiet"]
 
@@ -270,13 +270,13 @@ def test_distributed_on_one_process_is_refused_in_one_sentence(tmp_path):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """One epoch of the tiny VGG16-BN with dropout on one process: 5 steps of 16 images."""
+    """One epoch of the tiny VGG16-BN with dropout on one process: 6 steps (5 of 16 images, 1 of 8)."""
     return train(0, tmp_path_factory.mktemp("one") / "run", "--epochs", "1")
 
 
 @needs_mpi
 def test_two_ranks_train_exactly_as_one_process(tmp_path, one_process):
-    """The same 5 steps on 2 ranks of 8 images each; rank 0 alone writes the run folder and speaks."""
+    """The same 6 steps on 2 ranks of 8 images each (4 in the last); rank 0 alone writes and speaks."""
     one = one_process
     args = ["-m", "tinyvgg.train", *TINY, "--epochs", "1", "--sync-batch-norm", "--out", str(tmp_path / "two")]
     done = mpirun(2, args + ["--distributed"])
