@@ -133,7 +133,8 @@ def part_step(network, steps):
         trainer.train_step(x, y if world.size > 1 else y[start:stop])
         times.append(time.perf_counter() - begin)
     if world.rank == 0:
-        print(json.dumps({"network": network, "ranks": world.size, "batch": batch, "seconds": float(np.median(times[1:])),
+        print(json.dumps({"network": network, "ranks": world.size, "batch": batch,
+                          "seconds": float(np.median(times[1:])),
                           "parameters": model.num_params()}))
 
 
@@ -146,9 +147,9 @@ def ring_model_table(nbytes):
             speedups = "  ".join(f"T={T:g} s: {T / (T / N + t):.2f}x" for T in (0.5, 5.0))
             lines.append(f"  {name:18s} N={N:2d}: {t * 1e3:8.1f} ms   {speedups}")
     # the paper: 3.75 = T / (T/4 + t)  =>  t = T (1/3.75 - 1/4)
+    overhead = 1 / PAPER_SPEEDUP_4_GPUS - 1 / 4
     lines.append(f"  the paper's {PAPER_SPEEDUP_4_GPUS}x on 4 GPUs means an all-reduce (plus the rest of the "
-                 f"overhead) of {1 / PAPER_SPEEDUP_4_GPUS - 1 / 4:.4f} T, 1/{1 / (1 / PAPER_SPEEDUP_4_GPUS - 1 / 4):.0f} "
-                 "of a one-GPU step")
+                 f"overhead) of {overhead:.4f} T, 1/{1 / overhead:.0f} of a one-GPU step")
     return lines
 
 
@@ -170,7 +171,8 @@ def main():
                                                                   str(args.repeats))}
     a = result["allreduce"]
     print(f"all-reduce of {a['megabytes']:.0f} MB on 2 ranks: tinyvgg (pack + Allreduce) {a['fused_seconds']:.3f} s, "
-          f"bare Allreduce {a['bare_seconds']:.3f} s, ratio {a['ratio']:.2f}; bare {a['bare_gigabytes_per_second']:.2f} "
+          f"bare Allreduce {a['bare_seconds']:.3f} s, ratio {a['ratio']:.2f}; "
+          f"bare {a['bare_gigabytes_per_second']:.2f} "
           f"GB/s ({a['bare_bus_gigabytes_per_second']:.2f} GB/s bus bandwidth)")
     for network, repeats in (("default", args.repeats), ("vgg16-paper", 1)):  # VGG16: ~5 s a step here
         runs = {1: [], 2: []}

@@ -448,7 +448,8 @@ def test_the_sum_rule_and_the_bookkeeping_that_gets_it_wrong():
         return {k: g.astype(f64) for k, g in model.named_grads().items()}
 
     full = gradient(x, y)
-    shards = [(start, stop, gradient(x[start:stop], y[start:stop])) for start, stop in (rows(10, 3, k) for k in range(3))]
+    cuts = [rows(10, 3, k) for k in range(3)]                       # (0, 3), (3, 6), (6, 10)
+    shards = [(start, stop, gradient(x[start:stop], y[start:stop])) for start, stop in cuts]
     for name, g in full.items():
         weighted = sum((stop - start) / 10 * grads[name] for start, stop, grads in shards)
         np.testing.assert_allclose(weighted, g, rtol=1e-4, atol=1e-6 * np.abs(g).max(), err_msg=name)
