@@ -98,7 +98,7 @@ def part_allreduce(repeats):
                           "bare_bus_gigabytes_per_second": ring_allreduce_seconds(nbytes, world.size, 1) / b / 1e9}))
 
 
-def part_step(network, steps):
+def part_step(network, steps, sync_batch_norm=True):
     """Median seconds of a training step of ``network`` on this run's ranks (1: no MPI at all)."""
     from tinyvgg.distributed import DataParallel, World
     from tinyvgg.models import build_model
@@ -120,7 +120,7 @@ def part_step(network, steps):
     trainer = Trainer(model, FastSGD(model.named_params(), lr=1e-4, momentum=0.9), rng, progress=False)
     model.input_grad = False
     if world.size > 1:
-        trainer.parallel = DataParallel(model, world, sync_batch_norm=True)
+        trainer.parallel = DataParallel(model, world, sync_batch_norm=sync_batch_norm)
     from tinyvgg.distributed import rows
     start, stop = rows(batch, world.size, world.rank)
     x = rng.standard_normal((stop - start, size, size, 3)).astype(np.float32)
@@ -158,13 +158,15 @@ def main():
     p.add_argument("--part", choices=["allreduce", "step"], help="(internal) what a launched rank measures")
     p.add_argument("--network", choices=["default", "vgg16-paper"], default="default")
     p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--sync-batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="(with --part step) synchronized batch statistics on 2 ranks")
     p.add_argument("--rounds", type=int, default=2, help="interleaved launches per configuration")
     p.add_argument("--out", default=os.path.join(HERE, "results", "data_parallel.json"))
     args = p.parse_args()
     if args.part == "allreduce":
         return part_allreduce(args.repeats)
     if args.part == "step":
-        return part_step(args.network, args.repeats)
+        return part_step(args.network, args.repeats, args.sync_batch_norm)
 
     from common import machine_info, write_json
     result = {"machine": machine_info(), "allreduce": _launch(2, 1, "--part", "allreduce", "--repeats",
