@@ -87,6 +87,20 @@ def require(name):
     return cupy
 
 
+def nccl():
+    """CuPy's NCCL bindings (``cupy.cuda.nccl``): the GPUs' all-reduce for data parallelism."""
+    require("cupy")
+    try:
+        from cupy.cuda import nccl as bindings
+    except ImportError as err:
+        raise BackendUnavailable(f"this CuPy has no NCCL ({err}); install NCCL (pip install nvidia-nccl-cu12) "
+                                 "or train the ranks with --backend numpy.") from err
+    if not getattr(bindings, "available", True):
+        raise BackendUnavailable("this CuPy was built without NCCL; install NCCL (pip install nvidia-nccl-cu12) "
+                                 "or train the ranks with --backend numpy.")
+    return bindings
+
+
 def to_device(x, backend, pinned=False):
     """Return ``x`` as an array of ``backend`` ("numpy" or "cupy"), copying only if needed.
 

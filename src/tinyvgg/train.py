@@ -9,8 +9,13 @@ Everything of a run goes into one folder (``--out``): ``best.npz`` (the best
 validation accuracy so far, never replaced by a worse one), ``last.npz`` (the
 latest state: ``--resume`` continues from it), ``history.json``/``.csv``,
 ``curves.png`` and ``confusion.png``. Ctrl-C saves the latest state first.
+
+On several processes (``mpiexec -n 4 python -m tinyvgg.train --distributed``) the
+ranks split every batch and average their gradients (:mod:`tinyvgg.distributed`);
+rank 0 writes the run folder.
 """
 import argparse
+import functools
 import math
 import os
 import sys
@@ -18,7 +23,7 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, cli
+from . import backend, checkpoint, cli, distributed
 from .data import BatchLoader, open_dataset
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
@@ -81,13 +86,23 @@ def parse_args(argv=None):
                    help="fast: tinyvgg.fastconv's layers and the blocked optimizer update; reference: the layers of "
                         "tinyvgg.layers as the lessons teach them (the same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--distributed", action="store_true",
+                   help="one rank of a data-parallel run started by mpiexec -n N (needs the mpi extra): each rank "
+                        "takes 1/N of every --batch-size batch and the gradients are averaged; refused outside a "
+                        "launcher (a world of one process); kill -USR1 <pid of mpiexec> stops it and saves its place")
+    p.add_argument("--sync-batch-norm", action="store_true",
+                   help="with --distributed: batch statistics over the whole batch, as on one process (default: "
+                        "each rank normalizes its own rows, as PyTorch DDP does); one process has them already")
+    p.add_argument("--accumulate", type=int, default=1, metavar="K",
+                   help="split each batch into K micro-batches and add up their gradients before one update: "
+                        "the same step with 1/K of the activation memory (batch normalization sees micro-batches)")
     return p.parse_args(argv)
 
 
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
 RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "head_init", "batch_size",
             "optimizer", "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience",
-            "lr_patience", "augment", "seed", "freeze_until")
+            "lr_patience", "augment", "seed", "freeze_until", "sync_batch_norm", "accumulate")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
@@ -101,12 +116,13 @@ def check_args(args):
                "--momentum": args.momentum, "--weight-decay": args.weight_decay, "--dropout": args.dropout,
                "--warmup-epochs": args.warmup_epochs, "--clip-norm": args.clip_norm,
                "--patience": args.patience, "--lr-patience": args.lr_patience,
-               "--gpu-memory-limit": args.gpu_memory_limit}
+               "--gpu-memory-limit": args.gpu_memory_limit, "--accumulate": args.accumulate}
     for flag, value in numbers.items():
         if value is not None and not math.isfinite(value):
             raise cli.UsageError(f"{flag} must be a finite number, got {value}.")
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--fc-units": args.fc_units,
-                "--width": args.width, "--image-size": args.image_size, "--lr": args.lr, "--clip-norm": args.clip_norm}
+                "--width": args.width, "--image-size": args.image_size, "--lr": args.lr, "--clip-norm": args.clip_norm,
+                "--accumulate": args.accumulate}
     for flag, value in positive.items():
         if value is not None and value <= 0:
             raise cli.UsageError(f"{flag} must be positive, got {value}.")
@@ -210,8 +226,12 @@ def load_finetune_source(args):
     return source
 
 
+@distributed.ends_every_rank_on_failure
 def main(argv=None):
     args = parse_args(argv)
+    world = distributed.connect() if args.distributed else distributed.World()
+    if args.distributed and args.backend == "cupy":
+        world.use_gpu()  # before the first CuPy call, which would take GPU 0 on every rank
     if args.resume and args.finetune:
         raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
     if args.freeze_until and not (args.finetune or args.resume):
@@ -226,14 +246,17 @@ def main(argv=None):
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
             raise cli.UsageError("--gpu-memory-limit takes a positive number of GB and needs --backend cupy.")
         backend.set_gpu_memory_limit(args.gpu_memory_limit)
+    if world.rank != 0:  # rank 0 owns the run folder; the others write nothing
+        return run_training(args, None, resumed, source, world)
     out = run_folder_path(args)
     with RunFolder(out):  # locked from here on; a folder this run made is removed again if it fails early
-        return run_training(args, out, resumed, source)
+        return run_training(args, out, resumed, source, world)
 
 
-def run_training(args, out, resumed, source):
+def run_training(args, out, resumed, source, world=None):
     """Read the data, build everything, train, and finish; returns the exit code."""
-    progress = not args.quiet
+    world = world or distributed.World()
+    progress = not args.quiet and world.rank == 0
     train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed, progress=progress)
     if resumed is not None:
         if resumed.class_names() != list(train_set.class_names):
@@ -261,37 +284,53 @@ def run_training(args, out, resumed, source):
     meta = {"args": {k: getattr(args, k) for k in RUN_ARGS}, "class_names": list(train_set.class_names),
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
     callbacks = [EarlyStopping(args.patience), HistoryWriter(out), BestCheckpoint(os.path.join(out, "best.npz")),
-                 LastCheckpoint(os.path.join(out, "last.npz")), CurvesPlot(os.path.join(out, "curves.png"))]
-    train_loader = BatchLoader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
-                               backend=args.backend)
+                 LastCheckpoint(os.path.join(out, "last.npz")), CurvesPlot(os.path.join(out, "curves.png"))] \
+        if world.rank == 0 else [EarlyStopping(args.patience)]  # the others decide the same, and write nothing
+    loader = BatchLoader if world.size == 1 else functools.partial(distributed.ShardedBatchLoader, world=world)
+    train_loader = loader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
+                          backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
                       clip_norm=args.clip_norm)
     if resumed is not None:
         trainer.restore(resumed)
+    if world.size > 1 or args.accumulate > 1:
+        trainer.parallel = distributed.DataParallel(model, world, args.accumulate, args.sync_batch_norm)
+        trainer.parallel.check_batches(len(train_set), args.batch_size)
 
     val_loader = BatchLoader(val_set, 256, mean, std, backend=args.backend)
+    whole_val_loader = val_loader
+    if world.size > 1:  # each rank validates its part of the validation set
+        val_loader = distributed.ShardLoader(val_set, 256, mean, std, backend=args.backend, world=world)
     if progress:
         print(model.summary(batch_size=args.batch_size))
         print(f"data: {len(train_set)} training and {len(val_set)} validation images, "
-              f"{len(train_set.class_names)} classes; backend {args.backend}; run folder {out}")
+              f"{len(train_set.class_names)} classes; backend {args.backend}; run folder {out}"
+              + (f"; {world.size} ranks" if world.size > 1 else ""))
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by the guard, once
             trainer.fit(train_loader, val_loader, epochs=args.epochs)
     except TrainingDiverged as err:
+        if world.rank != 0:  # every rank decided it on the same reduced loss: rank 0 says it, once, and ends the
+            return 0         # job with its exit code (a non-zero code here could end it before rank 0 has spoken)
         done = trainer.history["epoch"]
         kept = f"best.npz and last.npz in {out} keep the run up to epoch {done[-1]}" if done else "nothing was saved"
         raise TrainingDiverged(f"{err} ({kept}.)") from None
     except KeyboardInterrupt:
+        if world.rank != 0:  # every rank stopped after the same step; rank 0 saves it
+            return 130
         last = os.path.join(out, "last.npz")
         trainer.save(last)
         write_history(trainer.history, out)
         where = f"epoch {trainer.epoch + 1}, step {trainer.position['step']}" if trainer.position else \
             f"the end of epoch {trainer.epoch}"
+        launch = f"mpiexec -n {world.size} python -m tinyvgg.train --distributed" if world.size > 1 else \
+            "python -m tinyvgg.train"
         print(f"\ninterrupted: saved the state at {where} to {last}; continue with "
-              f"python -m tinyvgg.train --resume {last}", file=sys.stderr)
+              f"{launch} --resume {last}", file=sys.stderr)
         return 130
-    finish(trainer, val_loader, out, progress)
+    if world.rank == 0:
+        finish(trainer, whole_val_loader, out, progress)
     return 0
 
 

@@ -90,19 +90,25 @@ class Trainer:
         self.position = None    # where in an epoch an interrupted run stopped (saved, so resume is exact)
         self.stop_training = False
         self._interrupted = _never
+        self.parallel = None    # a tinyvgg.distributed.DataParallel: several ranks or micro-batches per step
 
     def train_step(self, x, y):
         """One forward, backward and update; returns (loss, number correct) as device scalars."""
+        if self.parallel is not None:  # this rank's rows of the batch, in micro-batches, and the all-reduce
+            return self.parallel.train_step(self, x, y)
         logits = self.model.forward(x, train=True)
         loss = self.loss_fn.forward(logits, y)
         self.model.backward(self.loss_fn.backward())  # fit() sets model.input_grad off: no dL/d(images)
-        grads = self.model.named_grads(trainable_only=True)              # frozen layers: no update
+        self.update(self.model.named_grads(trainable_only=True))        # frozen layers: no update
+        return loss, (logits.argmax(axis=1) == y).sum()
+
+    def update(self, grads):
+        """Clip the gradients (``clip_norm``), advance the warm-up and take one optimizer step."""
         if self.clip_norm:
             clip_grad_norm(grads, self.clip_norm)
         if self.warmup is not None:
             self.warmup.step()
         self.optimizer.step(grads)
-        return loss, (logits.argmax(axis=1) == y).sum()
 
     def train_epoch(self, loader, epochs):
         """One pass over ``loader``; (mean loss, accuracy). Continues a saved :attr:`position` if it is
@@ -157,7 +163,7 @@ class Trainer:
         self.stop_training = False
         input_grad, self.model.input_grad = self.model.input_grad, False  # the images need no gradient
         with deferred_interrupt() as interrupted:
-            self._interrupted = interrupted
+            self._interrupted = interrupted if self.parallel is None else self.parallel.watch(interrupted)
             try:
                 self._fit(train_loader, val_loader, epochs)
             finally:
@@ -173,6 +179,8 @@ class Trainer:
                     "val_accuracy": None, "lr": self.optimizer.lr}  # the rate of the epoch's last step
             if val_loader is not None:
                 val = evaluate_model(self.model, val_loader, self.progress, desc="validating")
+                if self.parallel is not None:  # each rank validated its part: add them up
+                    val = self.parallel.reduce_evaluation(val)
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if not np.isfinite(val["loss"]):
                     raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
