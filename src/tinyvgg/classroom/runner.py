@@ -35,7 +35,7 @@ def _isolate_imports(package_parent, library_dir):
 if __name__ == "__main__":  # the grader's child: the import path is set before anything else is imported
     _isolate_imports(*sys.argv[3:5])
 
-import numpy as np  # noqa: E402 (after the import path is set)
+import numpy as np  # after the import path is set
 
 F64 = np.float64
 
@@ -258,7 +258,7 @@ def _lend_im2col(lent):
         return  # the package does not import: every case will say why
 
     def index_of(shape, K, padding):
-        N, H, W, C = shape
+        _, H, W, C = shape
         pad = K // 2 if padding == "same" else 0 if padding == "valid" else int(padding)
         key = f"{H},{W},{C},{K},{pad}"
         if key not in lent:
@@ -284,7 +284,7 @@ def _lend_im2col(lent):
 
 
 def main(argv):
-    task_path, result_path, package_parent, library_dir, mode = argv[:5]
+    task_path, result_path, mode = argv[0], argv[1], argv[4]  # argv[2:4]: the import path, set above
     cpu, memory, file_bytes, processes = (int(v) if v != "none" else None for v in argv[5:9])
     import _grader_sandbox  # the grader's copy beside this file: the submission cannot shadow it
     if mode == "bubblewrap":  # the namespaces are bwrap's; here only the limits of each process

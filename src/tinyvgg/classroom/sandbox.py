@@ -301,7 +301,7 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
     start = last_look = time.perf_counter()
     with open(log_path, "wb") as log, Reaper() as reaper:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=preexec)
+                                start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 (the grader has one thread)
         status = None
         try:
             while proc.poll() is None:
