@@ -138,3 +138,12 @@ def works():
         lines = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}").splitlines()
         return f"bwrap cannot make a sandbox here ({lines[-1][:200]}); it needs root or unprivileged user namespaces"
     return None
+
+
+def doctor_line():
+    """What ``python -m tinyvgg.doctor`` says about the grader's sandbox on this machine."""
+    problem = works()
+    if problem is None:
+        return "Grader sandbox: bubblewrap works (python -m tinyvgg.assignments grade isolates each part)."
+    return (f"Grader sandbox: {problem}; install bubblewrap (apt-get install bubblewrap), "
+            "or the grader refuses without --unsafe-no-sandbox.")
