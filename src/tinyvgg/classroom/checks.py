@@ -11,7 +11,7 @@ A part can never earn more than its checks are worth.
 """
 import numpy as np
 
-from . import naive
+from . import feedback, naive
 from .runner import compare
 
 #: Points per part (100 in all).
@@ -67,9 +67,22 @@ def score(task, outputs, errors):
             reason = not_real_floats(got)
         if reason is None:
             reason = compare(check["kind"], got, check["expected"], case["arrays"], case["kwargs"], check["tol"])
+            if reason and check["kind"] == "match":
+                reason = _with_feedback(reason, got, check["expected"], case["arrays"])
         results.append({"check": check["title"], "points": 0 if reason else check["points"],
                         "max": check["points"], "reason": reason})
     return results
+
+
+def _with_feedback(reason, got, expected, inputs):
+    """``reason``, and how the first wrong array differs from the right one (:mod:`feedback`)."""
+    for name, want in expected.items():
+        answer = got.get(name)
+        if answer is not None and np.all(np.isfinite(answer)):
+            hint = feedback.diagnose(name, answer, want, inputs)
+            if hint:
+                return f"{reason}; {hint}"
+    return reason
 
 
 def not_real_floats(arrays):
