@@ -420,3 +420,16 @@ def test_without_bubblewrap_the_grader_refuses_unless_told_it_is_unsafe(tmp_path
     unsafe = cli(REPO, "--parts", "relu", "--unsafe-no-sandbox", env=env)
     assert unsafe.returncode == 0 and "5 / 5 points" in unsafe.stdout, unsafe.stderr
     assert "can read every file" in unsafe.stderr
+
+
+def test_doctor_says_whether_the_graders_sandbox_works(monkeypatch):
+    from tinyvgg.classroom import bubblewrap
+    monkeypatch.setattr(bubblewrap, "find_bwrap", lambda: None)
+    bubblewrap.works.cache_clear()
+    try:
+        line = bubblewrap.doctor_line()
+    finally:
+        bubblewrap.works.cache_clear()
+    assert line.startswith("Grader sandbox: ") and "--unsafe-no-sandbox" in line
+    if sys.platform.startswith("linux"):
+        assert "bubblewrap is not installed" in line

@@ -33,10 +33,6 @@ LOG_CAP = 1 << 20                 # bytes of output the student's code may print
 FILE_CAP = 16 << 20               # bytes of any one file it may write (and of its answer)
 DISK_CAP = 256 << 20              # bytes of all the files it may leave in its folder
 SUBMISSION_CAP = 50 << 20         # bytes of a submission's package copied for grading
-
-
-# ---------------------------------------------------------------- the submission's files
-
 MAX_PROCESSES = 64                # processes (and threads) one part's sandbox may hold at once
 
 UNSAFE_WARNING = ("--unsafe-no-sandbox grades without bubblewrap: the student's code can read every file and "
@@ -44,9 +40,11 @@ UNSAFE_WARNING = ("--unsafe-no-sandbox grades without bubblewrap: the student's 
                   "reach the network other than by TCP, and only Landlock and an audit hook guard writes")
 
 
-def _refuse_link(path, shown_as):
+# ---------------------------------------------------------------- the submission's files
+
+def _refuse_link(path):
     if os.path.islink(path):
-        raise UsageError(f"{shown_as} is a symbolic link; hand in the files themselves, not links to them.")
+        raise UsageError(f"{path} is a symbolic link; hand in the files themselves, not links to them.")
 
 
 def find_package(student_dir):
@@ -54,8 +52,8 @@ def find_package(student_dir):
     for relative in (os.path.join("src", "tinyvgg"), "tinyvgg", ""):
         candidate = os.path.join(student_dir, relative) if relative else student_dir
         parts = relative.split(os.sep) if relative else []
-        for depth in range(1, len(parts) + 1):
-            _refuse_link(os.path.join(student_dir, *parts[:depth]), os.path.join(student_dir, *parts[:depth]))
+        for depth in range(1, len(parts) + 1):  # src, then src/tinyvgg: neither may lead elsewhere
+            _refuse_link(os.path.join(student_dir, *parts[:depth]))
         if all(os.path.isfile(os.path.join(candidate, name)) or os.path.islink(os.path.join(candidate, name))
                for name in ("__init__.py", "layers.py")):
             return candidate
@@ -77,7 +75,7 @@ def copy_package(source, dest, cap=SUBMISSION_CAP):
             for entry in entries:
                 path = os.path.join(relative, entry.name)
                 if entry.is_symlink():
-                    _refuse_link(entry.path, os.path.join(source, path))
+                    _refuse_link(entry.path)
                 elif entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
                         pending.append(path)
