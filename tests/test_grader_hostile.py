@@ -304,21 +304,22 @@ def test_memory_is_limited_for_the_sandbox_not_per_process(tmp_path):
 @SANDBOX
 def test_the_batch_survives_a_deep_tree_and_undeletable_files(tmp_path):
     sub = with_init(tmp_path, """
-        import fcntl, os, struct
-        here = os.getcwd()
-        os.makedirs("locked/inner")
-        open("locked/inner/file", "w").write("x")
-        try:  # chattr +i: FS_IOC_SETFLAGS with FS_IMMUTABLE_FL
-            fd = os.open("locked/inner/file", os.O_RDONLY)
-            fcntl.ioctl(fd, 0x40086602, struct.pack("i", 0x10))
-        except OSError as err:
-            print("refused:", err)
-        os.chmod("locked/inner", 0)
-        os.chmod("locked", 0o500)
-        for _ in range(1100):
-            os.mkdir("d")
-            os.chdir("d")
-        os.chdir(here)
+        import fcntl, os, struct, sys
+        for folder in (os.getcwd(), os.path.dirname(sys.argv[2])):  # the working folder, and the answer's
+            os.chdir(folder)
+            os.makedirs("locked/inner")
+            open("locked/inner/file", "w").write("x")
+            try:  # chattr +i: FS_IOC_SETFLAGS with FS_IMMUTABLE_FL
+                fd = os.open("locked/inner/file", os.O_RDONLY)
+                fcntl.ioctl(fd, 0x40086602, struct.pack("i", 0x10))
+            except OSError as err:
+                print("refused:", err)
+            os.chmod("locked/inner", 0)
+            os.chmod("locked", 0o500)
+            for _ in range(1100):
+                os.mkdir("d")
+                os.chdir("d")
+        os.chdir("/")
         """)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -370,6 +371,7 @@ def test_terminal_escapes_from_student_code_are_shown_escaped(tmp_path):
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\u202e" not in result.stdout
     assert not any(line.startswith("alice") for line in result.stdout.splitlines())
     assert r"\x1b[2J" in result.stdout and r"\nalice: 100 / 100" in result.stdout
+    assert r"\\x1b" not in result.stdout  # escaped once, not twice
     assert "\\u001b" not in (tmp_path / "r.json").read_text()  # JSON holds the escaped text, not the escape
 
 

@@ -11,9 +11,10 @@ the grader starts with :func:`command` gets:
   whole PID namespace, session leaders and daemons included (``--die-with-parent`` ends it with
   the grader, ``--new-session`` keeps it off the grader's terminal);
 - **a file system of read-only binds of only what Python needs**: the Python installation
-  (its ``site-packages`` hidden under empty folders), NumPy's own folders, ``/usr``; not the
-  teacher's files, not ``/home``, not the package the grader imports. Read-write: only the
-  folder that holds this part's copy of the submission, and a small private ``/tmp``;
+  (its ``site-packages`` hidden under empty folders), NumPy's own folders, ``/usr``, and the
+  grader's copy of this one submission; not the teacher's files, not ``/home``, not the package
+  the grader imports. Writable: a working folder and ``/tmp`` (size-capped tmpfs, in memory,
+  gone with the sandbox) and the folder the answer is written to;
 - **a cleared environment** (``--clearenv``) with a fixed handful of variables;
 - **limits**: a cgroup caps the memory and the number of processes of the whole sandbox where
   the machine lets the grader make one (:mod:`tinyvgg.classroom.cgroup`); else the child limits
@@ -34,7 +35,9 @@ import numpy
 
 #: Where things appear inside the sandbox.
 GRADER_DIR = "/grader"             # read-only: the grader's runner and the part's task
-SUBMISSION_DIR = "/submission"     # read-write: this part's copy of the submission (the working folder)
+SUBMISSION_DIR = "/submission"     # read-only: the grader's copy of the submission (its tinyvgg/)
+WORK_DIR = "/work"                 # read-write, the working folder: a tmpfs, gone with the sandbox
+ANSWER_DIR = "/answer"             # read-write: the one folder whose files the grader reads back
 LIBRARY_DIR = "/opt/tinyvgg-grader/lib"   # read-only: NumPy, alone
 SANDBOX_UID = 65534                # nobody
 TMP_BYTES = 64 << 20               # the private /tmp (a tmpfs, in memory)
@@ -100,9 +103,11 @@ def _python_binds():
     return args
 
 
-def command(grader_dir, work_dir, argv):
-    """The ``bwrap`` command line that runs ``argv`` (whose program is the real Python) in the sandbox,
-    with ``grader_dir`` read-only at GRADER_DIR and ``work_dir`` read-write at SUBMISSION_DIR."""
+def command(grader_dir, submission_dir, answer_dir, argv, work_bytes=TMP_BYTES):
+    """The ``bwrap`` command line that runs ``argv`` (whose program is the real Python) in the sandbox:
+    ``grader_dir`` and ``submission_dir`` read-only at GRADER_DIR and SUBMISSION_DIR, ``answer_dir``
+    read-write at ANSWER_DIR, and the working folder a fresh tmpfs of ``work_bytes`` at WORK_DIR
+    (whatever the code leaves there, a folder tree 1100 deep included, vanishes with the sandbox)."""
     args = [find_bwrap() or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--hostname", "sandbox", "--clearenv"]
@@ -110,7 +115,8 @@ def command(grader_dir, work_dir, argv):
         args += ["--setenv", name, value]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     args += _system_binds() + _python_binds()
-    args += ["--ro-bind", grader_dir, GRADER_DIR, "--bind", work_dir, SUBMISSION_DIR, "--chdir", SUBMISSION_DIR]
+    args += ["--ro-bind", grader_dir, GRADER_DIR, "--ro-bind", submission_dir, SUBMISSION_DIR,
+             "--bind", answer_dir, ANSWER_DIR, "--size", str(work_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR]
     return args + ["--", *argv]
 
 
@@ -130,7 +136,7 @@ def works():
     probe = "import sys, os; sys.path.insert(0, %r); import numpy; print(os.getuid())" % LIBRARY_DIR
     try:
         with tempfile.TemporaryDirectory(prefix="tinyvgg-probe-") as empty:
-            result = subprocess.run(command(empty, empty, [python_executable(), "-I", "-S", "-c", probe]),
+            result = subprocess.run(command(empty, empty, empty, [python_executable(), "-I", "-S", "-c", probe]),
                                     capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"bwrap could not start ({err})"

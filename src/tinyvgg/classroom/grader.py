@@ -138,48 +138,50 @@ def _read_answer(path):
     return arrays, {k: shown(v[:300]) for k, v in errors.items()}  # checks.score refuses all but real floats
 
 
-def _run_child(part_dir, package, task, mode, timeout, memory_bytes):
-    """Run ``task`` on a copy of ``package`` in a sandboxed child; (status, answer path, log path, CPU seconds)."""
-    grader_dir, work_dir = os.path.join(part_dir, "grader"), os.path.join(part_dir, "work")
+def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes):
+    """Run ``task`` on ``package_copy`` (a folder holding the submission's ``tinyvgg``) in a sandboxed
+    child; returns (status, answer path, log path, CPU seconds)."""
+    grader_dir, answer_dir = os.path.join(part_dir, "grader"), os.path.join(part_dir, "answer")
     os.makedirs(grader_dir)
-    copy_package(package, os.path.join(work_dir, "tinyvgg"))
+    os.makedirs(answer_dir)
     for ours, name in ((os.path.join(HERE, "runner.py"), "_grader_runner.py"), (sandbox.__file__, "_grader_sandbox.py")):
         shutil.copyfile(ours, os.path.join(grader_dir, name))  # the grader's own bytes, where the child cannot write
     np.savez(os.path.join(grader_dir, "task.npz"), meta=np.array(json.dumps(task.meta())), **task.input_arrays())
-    token = f"{random.SystemRandom().randrange(1 << 60):x}"
+    answer = f"answer-{random.SystemRandom().randrange(1 << 60):x}.npz"
     cpu = max(1, math.ceil(timeout)) + 1
     limits = [str(cpu), str(memory_bytes) if memory_bytes else "none", str(FILE_CAP), str(MAX_PROCESSES)]
     log_path, preexec, part_cgroup = os.path.join(part_dir, "output.log"), None, None  # the log: outside its reach
     if mode == "bubblewrap":
         inside = bubblewrap.GRADER_DIR
         argv = bubblewrap.python_argv(f"{inside}/_grader_runner.py", f"{inside}/task.npz",
-                                      f"{bubblewrap.SUBMISSION_DIR}/answer-{token}.npz", bubblewrap.SUBMISSION_DIR,
+                                      f"{bubblewrap.ANSWER_DIR}/{answer}", bubblewrap.SUBMISSION_DIR,
                                       bubblewrap.LIBRARY_DIR, "bubblewrap", *limits)
-        command, env = bubblewrap.command(grader_dir, work_dir, argv), {"PATH": "/usr/bin:/bin"}
+        command = bubblewrap.command(grader_dir, package_copy, answer_dir, argv, work_bytes=DISK_CAP)
+        cwd, env = answer_dir, {"PATH": "/usr/bin:/bin"}
         if memory_bytes and cgroup.available() is None:
-            part_cgroup = cgroup.PartCgroup(f"tinyvgg-{os.getpid()}-{token}", memory_bytes + (64 << 20),
+            part_cgroup = cgroup.PartCgroup(f"tinyvgg-{os.getpid()}-{answer[7:-4]}", memory_bytes + (64 << 20),
                                             MAX_PROCESSES)
             preexec = part_cgroup.enter
-    else:
+    else:  # the child may write only in its working folder (Landlock, where there is one): the answer goes there
+        cwd = answer_dir
         library = os.path.dirname(bubblewrap.numpy_folders()[0])
         command = bubblewrap.python_argv(os.path.join(grader_dir, "_grader_runner.py"),
-                                         os.path.join(grader_dir, "task.npz"),
-                                         os.path.join(work_dir, f"answer-{token}.npz"), work_dir, library, "unsafe",
-                                         *limits)
-        env = _child_env(work_dir)
+                                         os.path.join(grader_dir, "task.npz"), os.path.join(answer_dir, answer),
+                                         package_copy, library, "unsafe", *limits)
+        env = _child_env(answer_dir)
     try:
-        status, _ = sandbox.run_limited(command, work_dir, env, timeout, log_path, LOG_CAP,
-                                        watch=(work_dir, DISK_CAP), preexec=preexec)
+        status, _ = sandbox.run_limited(command, cwd, env, timeout, log_path, LOG_CAP,
+                                        watch=(answer_dir, DISK_CAP), preexec=preexec)
     finally:
         if part_cgroup is not None:
             part_cgroup.remove()
-    return status, os.path.join(work_dir, f"answer-{token}.npz"), log_path, cpu
+    return status, os.path.join(answer_dir, answer), log_path, cpu
 
 
-def grade_part(part_dir, package, part, seed, timeout, memory_bytes, mode):
+def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode):
     """(checks, reason) of one part: the scored checks, or why none could be scored."""
     task = checks.make_task(part, seed)
-    status, answer_path, log_path, cpu = _run_child(part_dir, package, task, mode, timeout, memory_bytes)
+    status, answer_path, log_path, cpu = _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes)
     failed = {"timeout": f"stopped after {timeout:g} s (an endless loop?)",
               "output": f"stopped: it printed more than {LOG_CAP >> 20} MB",
               "disk": f"stopped: it wrote more than {DISK_CAP >> 20} MB of files",
@@ -216,10 +218,11 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
               "total": 0, "max": 0}
     scratch = make_scratch()
     try:
+        package_copy = os.path.join(scratch, "submission")  # checked and copied once; every part reads it only
+        copy_package(package, os.path.join(package_copy, "tinyvgg"))
         for number, part in enumerate(parts):
-            # a fresh copy for every part: what one part's code leaves behind cannot touch the next
-            part_dir = os.path.join(scratch, part)
-            scored, failed = grade_part(part_dir, package, part, seed + number, timeout,
+            part_dir = os.path.join(scratch, part)  # a fresh working folder: nothing one part leaves reaches the next
+            scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout,
                                         int(memory_gb * 2**30) if memory_gb else None, mode)
             remove_tree(part_dir)
             points = sum(c["points"] for c in scored)

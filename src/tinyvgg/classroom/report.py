@@ -9,16 +9,16 @@ it says can change how the report looks.
 """
 import unicodedata
 
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format, surrogate, private, unassigned, separators
+
 
 def shown(text):
-    """``text`` with every control and format character escaped (``\\n``, ``\\x1b``, ``\\u202e``...)."""
-    out = []
-    for ch in str(text):
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or ch == "\\":
-            out.append(ch.encode("unicode_escape").decode("ascii") if ch != "\\" else "\\\\")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """``text`` with every control and format character escaped (``\\n``, ``\\x1b``, ``\\u202e``...).
+
+    The result holds none, so showing it again changes nothing (reasons are cleaned when they
+    arrive and again when printed)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _HIDDEN else ch
+                   for ch in str(text))
 
 
 def print_report(report):

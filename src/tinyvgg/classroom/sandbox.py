@@ -304,7 +304,12 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
                                 start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 (the grader has one thread)
         status = None
         try:
-            while proc.poll() is None:
+            while True:
+                try:
+                    proc.wait(timeout=0.05)  # returns as soon as the child ends
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 now = time.perf_counter()
                 if now - start > timeout:
                     status = "timeout"
@@ -315,7 +320,6 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
                     status = "disk" if folder_bytes(watch[0], watch[1]) > watch[1] else None
                 if status:
                     break
-                time.sleep(0.02)
         finally:
             try:  # the child's whole session, even after a normal exit (it may have left helpers behind)
                 os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()

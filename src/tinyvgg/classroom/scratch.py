@@ -19,11 +19,18 @@ def make_scratch():
 
 
 def _open_dir(name, dir_fd=None):
+    """Open a folder to empty it; one the student made unreadable or read-only gets its owner's modes back
+    (its files are ours: the sandbox's user is the grader's own, seen from outside)."""
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except PermissionError:  # a folder the student made unreadable: it is ours, so give it back its modes
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
         os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd)
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, stat.S_IRWXU)  # write permission, to remove what is in it
+    except OSError:
+        pass
+    return fd
 
 
 def remove_tree(path):
