@@ -10,6 +10,8 @@ it afterwards. :func:`available` says whether this works here.
 """
 import functools
 import os
+import signal
+import time
 
 ROOT = "/sys/fs/cgroup"
 
@@ -70,13 +72,30 @@ class PartCgroup:
             with open(os.path.join(folder, "cgroup.procs"), "w") as f:
                 f.write("0")   # 0: the writing process
 
-    def remove(self):
-        """Remove the cgroup (its processes are gone by then); an error is left for the machine to see."""
+    def remove(self, wait=2.0):
+        """Kill whatever is still in the cgroup (a sandbox's first process may still be dying), then remove it."""
         for folder in set(self.folders.values()):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+            for _ in range(int(wait / 0.02)):
+                try:
+                    os.rmdir(folder)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY: processes left
+                    for pid in self.processes(folder):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    time.sleep(0.02)
+
+    @staticmethod
+    def processes(folder):
+        try:
+            with open(os.path.join(folder, "cgroup.procs")) as f:
+                return [int(line) for line in f if line.strip()]
+        except OSError:
+            return []
 
 
 @functools.lru_cache(maxsize=1)

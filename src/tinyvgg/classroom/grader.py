@@ -138,9 +138,9 @@ def _read_answer(path):
     return arrays, {k: shown(v[:300]) for k, v in errors.items()}  # checks.score refuses all but real floats
 
 
-def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes):
+def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes, part_cgroup=None):
     """Run ``task`` on ``package_copy`` (a folder holding the submission's ``tinyvgg``) in a sandboxed
-    child; returns (status, answer path, log path, CPU seconds)."""
+    child, inside ``part_cgroup`` if given; returns (status, answer path, log path, CPU seconds)."""
     grader_dir, answer_dir = os.path.join(part_dir, "grader"), os.path.join(part_dir, "answer")
     os.makedirs(grader_dir)
     os.makedirs(answer_dir)
@@ -150,7 +150,7 @@ def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes):
     answer = f"answer-{random.SystemRandom().randrange(1 << 60):x}.npz"
     cpu = max(1, math.ceil(timeout)) + 1
     limits = [str(cpu), str(memory_bytes) if memory_bytes else "none", str(FILE_CAP), str(MAX_PROCESSES)]
-    log_path, preexec, part_cgroup = os.path.join(part_dir, "output.log"), None, None  # the log: outside its reach
+    log_path = os.path.join(part_dir, "output.log")  # the log: outside the child's reach
     if mode == "bubblewrap":
         inside = bubblewrap.GRADER_DIR
         argv = bubblewrap.python_argv(f"{inside}/_grader_runner.py", f"{inside}/task.npz",
@@ -158,10 +158,6 @@ def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes):
                                       bubblewrap.LIBRARY_DIR, "bubblewrap", *limits)
         command = bubblewrap.command(grader_dir, package_copy, answer_dir, argv, work_bytes=DISK_CAP)
         cwd, env = answer_dir, {"PATH": "/usr/bin:/bin"}
-        if memory_bytes and cgroup.available() is None:
-            part_cgroup = cgroup.PartCgroup(f"tinyvgg-{os.getpid()}-{answer[7:-4]}", memory_bytes + (64 << 20),
-                                            MAX_PROCESSES)
-            preexec = part_cgroup.enter
     else:  # the child may write only in its working folder (Landlock, where there is one): the answer goes there
         cwd = answer_dir
         library = os.path.dirname(bubblewrap.numpy_folders()[0])
@@ -169,19 +165,17 @@ def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes):
                                          os.path.join(grader_dir, "task.npz"), os.path.join(answer_dir, answer),
                                          package_copy, library, "unsafe", *limits)
         env = _child_env(answer_dir)
-    try:
-        status, _ = sandbox.run_limited(command, cwd, env, timeout, log_path, LOG_CAP,
-                                        watch=(answer_dir, DISK_CAP), preexec=preexec)
-    finally:
-        if part_cgroup is not None:
-            part_cgroup.remove()
+    status, _ = sandbox.run_limited(command, cwd, env, timeout, log_path, LOG_CAP, watch=(answer_dir, DISK_CAP),
+                                    preexec=part_cgroup.enter if part_cgroup is not None else None,
+                                    reap=mode != "bubblewrap")  # bwrap's PID namespace ends every process
     return status, os.path.join(answer_dir, answer), log_path, cpu
 
 
-def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode):
+def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode, part_cgroup=None):
     """(checks, reason) of one part: the scored checks, or why none could be scored."""
     task = checks.make_task(part, seed)
-    status, answer_path, log_path, cpu = _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes)
+    status, answer_path, log_path, cpu = _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes,
+                                                    part_cgroup)
     failed = {"timeout": f"stopped after {timeout:g} s (an endless loop?)",
               "output": f"stopped: it printed more than {LOG_CAP >> 20} MB",
               "disk": f"stopped: it wrote more than {DISK_CAP >> 20} MB of files",
@@ -216,14 +210,20 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     report = {"submission": student_dir, "seed": seed, "protections": protections(mode), "parts": {},
               "total": 0, "max": 0}
-    scratch = make_scratch()
+    memory_bytes = int(memory_gb * 2**30) if memory_gb else None
+    scratch, parts_cgroup = make_scratch(), None
     try:
         package_copy = os.path.join(scratch, "submission")  # checked and copied once; every part reads it only
         copy_package(package, os.path.join(package_copy, "tinyvgg"))
+        if mode == "bubblewrap" and memory_bytes and cgroup.available() is None:
+            # one cgroup for the parts, which run one at a time (a part's processes are gone when the next
+            # starts); its memory counts the files in the sandbox's in-memory folders too
+            parts_cgroup = cgroup.PartCgroup(f"tinyvgg-{os.getpid()}-{os.path.basename(scratch)}",
+                                             memory_bytes + (64 << 20), MAX_PROCESSES)
         for number, part in enumerate(parts):
             part_dir = os.path.join(scratch, part)  # a fresh working folder: nothing one part leaves reaches the next
-            scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout,
-                                        int(memory_gb * 2**30) if memory_gb else None, mode)
+            scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout, memory_bytes, mode,
+                                        parts_cgroup)
             remove_tree(part_dir)
             points = sum(c["points"] for c in scored)
             lost = [f"-{c['max']} {c['check']}: {c['reason']}" for c in scored if c["reason"]]
@@ -232,5 +232,7 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
             report["total"] += points
             report["max"] += PARTS[part]
     finally:
+        if parts_cgroup is not None:
+            parts_cgroup.remove()
         remove_tree(scratch)
     return report

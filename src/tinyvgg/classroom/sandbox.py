@@ -32,6 +32,7 @@ the grader can, and reach the network other than by TCP). What it gives:
 This file is also copied, alone, next to the grader's child program: it imports
 nothing from tinyvgg, so a submission's own copy of the package cannot replace it.
 """
+import contextlib
 import ctypes
 import os
 import signal
@@ -287,11 +288,12 @@ def folder_bytes(folder, stop_at):
     return total
 
 
-def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preexec=None):
+def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preexec=None, reap=True):
     """Run ``command`` with its output in ``log_path``; stop it (and everything it started) at
     ``timeout`` seconds, when the log passes ``log_cap`` bytes, or when the files under
     ``watch = (folder, cap)`` pass ``cap`` bytes (looked at twice a second). ``preexec`` runs in
-    the child before the command (it enters the part's cgroup).
+    the child before the command (it enters the part's cgroup). ``reap`` False skips the hunt for
+    escaped processes (a :class:`Reaper`): bwrap's PID namespace already ends every one of them.
 
     Returns ``(status, seconds)``: status is "exited", "timeout", "output" or "disk", or "killed by
     SIGNAME" (e.g. SIGXCPU at the CPU limit, SIGXFSZ at the file-size limit; bwrap reports a
@@ -299,7 +301,7 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
     SIGTERM turned into one), the child and all it started are killed first.
     """
     start = last_look = time.perf_counter()
-    with open(log_path, "wb") as log, Reaper() as reaper:
+    with open(log_path, "wb") as log, (Reaper() if reap else contextlib.nullcontext()) as reaper:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 (the grader has one thread)
         status = None
@@ -326,7 +328,8 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
             except (ProcessLookupError, PermissionError):
                 pass
             proc.wait()
-            reaper.kill_strays()
+            if reap:
+                reaper.kill_strays()
     if status is None:
         code = proc.returncode
         signum = -code if code < 0 else code - 128 if code > 128 else None
