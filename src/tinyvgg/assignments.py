@@ -59,7 +59,7 @@ def validate(args):
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError(f"the submission name {ascii(name)} is not valid UTF-8; rename the folder.") from None
+            raise UsageError(f"the submission name {name!a} is not valid UTF-8; rename the folder.") from None
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path:
             _check_writable(path, flag, args.force)

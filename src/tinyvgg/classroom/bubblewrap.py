@@ -133,7 +133,7 @@ def works():
         return f"bubblewrap needs Linux (this is {sys.platform})"
     if find_bwrap() is None:
         return "bubblewrap is not installed (the package `bubblewrap`, command bwrap)"
-    probe = "import sys, os; sys.path.insert(0, %r); import numpy; print(os.getuid())" % LIBRARY_DIR
+    probe = f"import sys, os; sys.path.insert(0, {LIBRARY_DIR!r}); import numpy; print(os.getuid())"
     try:
         with tempfile.TemporaryDirectory(prefix="tinyvgg-probe-") as empty:
             result = subprocess.run(command(empty, empty, empty, [python_executable(), "-I", "-S", "-c", probe]),
