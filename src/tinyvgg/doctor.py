@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from . import backend
+from .classroom import bubblewrap
 
 
 def cuda_wheel_for(driver_version):
@@ -166,6 +167,7 @@ def main(argv=None):
     print(f"NumPy {np.__version__}")
     for line in blas_lines():
         print(line)
+    print(bubblewrap.doctor_line())
     lines, cupy = cupy_report()
     for line in lines:
         print(line)

@@ -11,7 +11,7 @@ A part can never earn more than its checks are worth.
 """
 import numpy as np
 
-from . import naive
+from . import feedback, naive
 from .runner import compare
 
 #: Points per part (100 in all).
@@ -25,7 +25,15 @@ class Task:
 
     def __init__(self, part):
         self.part, self.cases, self.checks = part, {}, []
-        self.reference_im2col = part == "conv"  # conv is judged on its own: the grader lends it im2col
+        self.lent_im2col = {}  # "H,W,C,K,pad" -> im2col's gather index: conv is judged with the grader's im2col
+
+    def lend_im2col(self, x_shape, K, pad):
+        """Hand the child im2col for inputs of ``x_shape`` as plain data: for one padded image, the flat
+        position of every entry of its columns (the loop version run on the positions themselves)."""
+        _, H, W, C = x_shape
+        positions = np.arange((H + 2 * pad) * (W + 2 * pad) * C, dtype=np.float64)
+        index = naive.im2col(positions.reshape(1, H + 2 * pad, W + 2 * pad, C), K, 0)  # (Ho*Wo, K*K*C)
+        self.lent_im2col[f"{H},{W},{C},{K},{pad}"] = index.astype(np.int64)
 
     def case(self, name, recipe, arrays, **kwargs):
         self.cases[name] = {"recipe": recipe, "arrays": {k: np.asarray(v) for k, v in arrays.items()},
@@ -38,12 +46,13 @@ class Task:
 
     def meta(self):
         """What the child needs to know (JSON): each case's recipe and keyword arguments."""
-        return {"part": self.part, "reference_im2col": self.reference_im2col,
+        return {"part": self.part,
                 "cases": {name: {"recipe": c["recipe"], "kwargs": c["kwargs"]} for name, c in self.cases.items()}}
 
     def input_arrays(self):
         """``{"<case>/<name>": array}``: every input, for the task file."""
-        return {f"{case}/{name}": value for case, c in self.cases.items() for name, value in c["arrays"].items()}
+        arrays = {f"{case}/{name}": value for case, c in self.cases.items() for name, value in c["arrays"].items()}
+        return {**arrays, **{f"lend/{key}": index for key, index in self.lent_im2col.items()}}
 
 
 def score(task, outputs, errors):
@@ -55,10 +64,35 @@ def score(task, outputs, errors):
         if reason is None:
             got = {name.split("/", 1)[1]: value for name, value in outputs.items()
                    if name.startswith(check["case"] + "/")}
+            reason = not_real_floats(got)
+        if reason is None:
             reason = compare(check["kind"], got, check["expected"], case["arrays"], case["kwargs"], check["tol"])
+            if reason and check["kind"] == "match":
+                reason = _with_feedback(reason, got, check["expected"], case["arrays"])
         results.append({"check": check["title"], "points": 0 if reason else check["points"],
                         "max": check["points"], "reason": reason})
     return results
+
+
+def _with_feedback(reason, got, expected, inputs):
+    """``reason``, and how the first wrong array differs from the right one (:mod:`feedback`)."""
+    for name, want in expected.items():
+        answer = got.get(name)
+        if answer is not None and np.all(np.isfinite(answer)):
+            hint = feedback.diagnose(name, answer, want, inputs)
+            if hint:
+                return f"{reason}; {hint}"
+    return reason
+
+
+def not_real_floats(arrays):
+    """None when every array is real floating point, else a sentence naming the first that is not
+    (a complex answer's imaginary part, or an integer answer's rounding, would otherwise go unseen)."""
+    for name, value in arrays.items():
+        if value.dtype.kind != "f":
+            kind = {"c": "complex", "i": "integer", "u": "integer", "b": "boolean"}.get(value.dtype.kind, "non-float")
+            return f"{name} is a {kind} array ({value.dtype}); the answer must be real floating point numbers"
+    return None
 
 
 # ---------------------------------------------------------------- the parts
@@ -79,11 +113,13 @@ def _im2col(task, rng):
 def _conv(task, rng):
     x, W, b = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
     case = task.case("forward", "conv_forward", {"x": x, "W": W, "b": b}, padding="same")
+    task.lend_im2col(x.shape, 3, 1)
     task.check(10, "Conv2D forward matches the definition", case, {"out": naive.conv2d_forward(x, W, b, 1)})
     x, W, b = rng.standard_normal((2, 4, 5, 2)), rng.standard_normal((3, 3, 2, 3)), rng.standard_normal(3)
     dout = rng.standard_normal((2, 4, 5, 3))
     dx, dW, db = naive.conv2d_backward(x, W, dout, 1)
     case = task.case("backward", "conv_backward", {"x": x, "W": W, "b": b, "dout": dout}, padding="same")
+    task.lend_im2col(x.shape, 3, 1)
     task.check(10, "Conv2D backward gives dx, dW and db", case, {"dx": dx, "dW": dW, "db": db})
 
 

@@ -1,8 +1,9 @@
 """The grader: each part of a submission runs in a sandboxed child; this process awards every point.
 
-The child (:mod:`tinyvgg.classroom.runner`, in :mod:`tinyvgg.classroom.sandbox`) works
-on a private copy of the submission, runs the student's code on inputs drawn from a
-fresh seed and hands back arrays (an ``.npz``, read without pickle); this process
+The child (:mod:`tinyvgg.classroom.runner`, in a bubblewrap sandbox:
+:mod:`tinyvgg.classroom.bubblewrap`) works on a private copy of the submission's own
+files (nothing else of tinyvgg is within its reach), runs the student's code on inputs
+drawn from a fresh seed and hands back arrays (an ``.npz``, read without pickle); this process
 computes every check and every point (:mod:`tinyvgg.classroom.checks`), so a part
 never earns more than it is worth, whatever the student's code does. Code that
 raises, hangs, floods its output, crashes or answers nonsense loses that part's
@@ -14,16 +15,16 @@ import math
 import os
 import random
 import shutil
-import sys
-import tempfile
 import zipfile
 
 import numpy as np
 
 from .. import checkpoint
 from ..errors import UsageError
-from . import checks, sandbox
+from . import bubblewrap, cgroup, checks, sandbox
 from .checks import PARTS
+from .report import print_report, shown  # noqa: F401 (print_report: the CLI's, from here as before)
+from .scratch import make_scratch, remove_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,47 +33,99 @@ LOG_CAP = 1 << 20                 # bytes of output the student's code may print
 FILE_CAP = 16 << 20               # bytes of any one file it may write (and of its answer)
 DISK_CAP = 256 << 20              # bytes of all the files it may leave in its folder
 SUBMISSION_CAP = 50 << 20         # bytes of a submission's package copied for grading
+MAX_PROCESSES = 64                # processes (and threads) one part's sandbox may hold at once
+
+UNSAFE_WARNING = ("--unsafe-no-sandbox grades without bubblewrap: the student's code can read every file and "
+                  "process this account can (other submissions, the environment, the grader's own package), "
+                  "reach the network other than by TCP, and only Landlock and an audit hook guard writes")
 
 
-# ---------------------------------------------------------------- the grader
+# ---------------------------------------------------------------- the submission's files
+
+def _refuse_link(path):
+    if os.path.islink(path):
+        raise UsageError(f"{path} is a symbolic link; hand in the files themselves, not links to them.")
+
 
 def find_package(student_dir):
-    """The student's ``tinyvgg`` package folder inside a submission."""
-    for candidate in (os.path.join(student_dir, "src", "tinyvgg"), os.path.join(student_dir, "tinyvgg"), student_dir):
-        if all(os.path.isfile(os.path.join(candidate, name)) for name in ("__init__.py", "layers.py")):
+    """The student's ``tinyvgg`` package folder inside a submission (never reached through a link)."""
+    for relative in (os.path.join("src", "tinyvgg"), "tinyvgg", ""):
+        candidate = os.path.join(student_dir, relative) if relative else student_dir
+        parts = relative.split(os.sep) if relative else []
+        for depth in range(1, len(parts) + 1):  # src, then src/tinyvgg: neither may lead elsewhere
+            _refuse_link(os.path.join(student_dir, *parts[:depth]))
+        if all(os.path.isfile(os.path.join(candidate, name)) or os.path.islink(os.path.join(candidate, name))
+               for name in ("__init__.py", "layers.py")):
             return candidate
     raise UsageError(f"{student_dir} holds no tinyvgg package (a folder src/tinyvgg/ with layers.py); "
                      "pass the folder the student handed in.")
 
 
 def copy_package(source, dest, cap=SUBMISSION_CAP):
-    """Copy the regular files of a submitted package (no links, devices or caches), at most ``cap`` bytes."""
-    total = 0
-    for folder, subfolders, files in os.walk(source, followlinks=False):
-        subfolders[:] = [d for d in subfolders if d != "__pycache__" and not os.path.islink(os.path.join(folder, d))]
-        target = os.path.join(dest, os.path.relpath(folder, source))
-        os.makedirs(target, exist_ok=True)
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path) or not os.path.isfile(path) or name.endswith(".pyc"):
-                continue
-            total += os.path.getsize(path)
-            if total > cap:
-                raise UsageError(f"{source} holds more than {cap >> 20} MB; hand in the package's source only.")
-            shutil.copyfile(path, os.path.join(target, name))
+    """Copy a submitted package (its regular files and folders, at most ``cap`` bytes; caches left out).
+
+    A link or a special file (a device, a FIFO, a socket) anywhere in it is refused with the
+    submission: what the grader runs is only what the student wrote, never a file found elsewhere.
+    """
+    total, pending = 0, [""]
+    while pending:
+        relative = pending.pop()
+        os.makedirs(os.path.join(dest, relative), exist_ok=True)
+        with os.scandir(os.path.join(source, relative)) as entries:
+            for entry in entries:
+                path = os.path.join(relative, entry.name)
+                if entry.is_symlink():
+                    _refuse_link(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        pending.append(path)
+                elif not entry.is_file(follow_symlinks=False):
+                    raise UsageError(f"{os.path.join(source, path)} is not a regular file (a device, FIFO or "
+                                     "socket); hand in source files only.")
+                elif not entry.name.endswith(".pyc"):
+                    total += entry.stat(follow_symlinks=False).st_size
+                    if total > cap:
+                        raise UsageError(f"{source} holds more than {cap >> 20} MB; hand in the package's source only.")
+                    shutil.copyfile(entry.path, os.path.join(dest, path), follow_symlinks=False)
+
+
+# ---------------------------------------------------------------- the isolation
+
+def isolation(unsafe_no_sandbox=False):
+    """"bubblewrap" where the sandbox works here, "unsafe" with the explicit opt-in, else a UsageError."""
+    problem = bubblewrap.works()
+    if problem is None:
+        return "bubblewrap"
+    if unsafe_no_sandbox:
+        return "unsafe"
+    raise UsageError(f"the grader's sandbox cannot run here: {problem}. Install bubblewrap (apt-get install "
+                     "bubblewrap) and run where user namespaces are allowed, or pass --unsafe-no-sandbox to grade "
+                     "without it (the student's code can then read this machine's files and processes).")
+
+
+def protections(mode):
+    """One line saying how the student's code is held, in this mode, on this machine."""
+    if mode == "unsafe":
+        return f"UNSAFE, no sandbox: {sandbox.protections()}"
+    no_cgroup = cgroup.available()
+    limits = (f"a cgroup per part caps its memory and {MAX_PROCESSES} processes" if no_cgroup is None else
+              f"memory limited per process (RLIMIT_AS) and processes per sandbox user (RLIMIT_NPROC, not enforced "
+              f"when root grades), since {no_cgroup}")
+    return ("bubblewrap: own user, PID, network, IPC and UTS namespaces, no capabilities, read-only Python and "
+            f"NumPy, read-write only its copy of the submission; {limits}")
 
 
 def _child_env(workdir):
-    """A small, fixed environment for the child: nothing of the grader's own settings leaks in."""
-    tmp = os.path.join(workdir, "tmp")
-    os.makedirs(tmp, exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "TMPDIR": tmp, "MPLCONFIGDIR": tmp,
-           "MPLBACKEND": "Agg", "PYTHONPATH": workdir, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    """The --unsafe-no-sandbox child's small, fixed environment: nothing of the grader's own settings."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+           "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
     if "SYSTEMROOT" in os.environ:  # Windows needs it to start Python at all
         env["SYSTEMROOT"] = os.environ["SYSTEMROOT"]
     return env
 
+
+# ---------------------------------------------------------------- one part
 
 def _read_answer(path):
     """(outputs, errors) from the child's answer file, or a ValueError saying what is wrong with it."""
@@ -82,36 +135,59 @@ def _read_answer(path):
     errors = json.loads(str(arrays.pop("errors")))
     if not isinstance(errors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in errors.items()):
         raise ValueError("its list of errors is not a mapping of case to reason")
-    for name, value in arrays.items():
-        if value.dtype.kind not in "fiub":
-            raise ValueError(f"its answer {name} is not numeric")
-    return {k: v.astype(np.float64) for k, v in arrays.items()}, {k: v[:300] for k, v in errors.items()}
+    return arrays, {k: shown(v[:300]) for k, v in errors.items()}  # checks.score refuses all but real floats
 
 
-def grade_part(workdir, part, seed, timeout, memory_bytes):
+def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes, part_cgroup=None):
+    """Run ``task`` on ``package_copy`` (a folder holding the submission's ``tinyvgg``) in a sandboxed
+    child, inside ``part_cgroup`` if given; returns (status, answer path, log path, CPU seconds)."""
+    grader_dir, answer_dir = os.path.join(part_dir, "grader"), os.path.join(part_dir, "answer")
+    os.makedirs(grader_dir)
+    os.makedirs(answer_dir)
+    for ours, name in ((os.path.join(HERE, "runner.py"), "_grader_runner.py"), (sandbox.__file__, "_grader_sandbox.py")):
+        shutil.copyfile(ours, os.path.join(grader_dir, name))  # the grader's own bytes, where the child cannot write
+    np.savez(os.path.join(grader_dir, "task.npz"), meta=np.array(json.dumps(task.meta())), **task.input_arrays())
+    answer = f"answer-{random.SystemRandom().randrange(1 << 60):x}.npz"
+    cpu = max(1, math.ceil(timeout)) + 1
+    limits = [str(cpu), str(memory_bytes) if memory_bytes else "none", str(FILE_CAP), str(MAX_PROCESSES)]
+    log_path = os.path.join(part_dir, "output.log")  # the log: outside the child's reach
+    if mode == "bubblewrap":
+        inside = bubblewrap.GRADER_DIR
+        argv = bubblewrap.python_argv(f"{inside}/_grader_runner.py", f"{inside}/task.npz",
+                                      f"{bubblewrap.ANSWER_DIR}/{answer}", bubblewrap.SUBMISSION_DIR,
+                                      bubblewrap.LIBRARY_DIR, "bubblewrap", *limits)
+        command = bubblewrap.command(grader_dir, package_copy, answer_dir, argv, work_bytes=DISK_CAP)
+        cwd, env = answer_dir, {"PATH": "/usr/bin:/bin"}
+    else:  # the child may write only in its working folder (Landlock, where there is one): the answer goes there
+        cwd = answer_dir
+        library = os.path.dirname(bubblewrap.numpy_folders()[0])
+        command = bubblewrap.python_argv(os.path.join(grader_dir, "_grader_runner.py"),
+                                         os.path.join(grader_dir, "task.npz"), os.path.join(answer_dir, answer),
+                                         package_copy, library, "unsafe", *limits)
+        env = _child_env(answer_dir)
+    status, _ = sandbox.run_limited(command, cwd, env, timeout, log_path, LOG_CAP, watch=(answer_dir, DISK_CAP),
+                                    preexec=part_cgroup.enter if part_cgroup is not None else None,
+                                    reap=mode != "bubblewrap")  # bwrap's PID namespace ends every process
+    return status, os.path.join(answer_dir, answer), log_path, cpu
+
+
+def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode, part_cgroup=None):
     """(checks, reason) of one part: the scored checks, or why none could be scored."""
     task = checks.make_task(part, seed)
-    token = f"{part}-{random.SystemRandom().randrange(1 << 60):x}"
-    task_path, answer_path = os.path.join(workdir, f"task-{token}.npz"), os.path.join(workdir, f"answer-{token}.npz")
-    log_path = os.path.join(os.path.dirname(workdir), f"output-{token}.log")  # outside the child's reach
-    np.savez(task_path, meta=np.array(json.dumps(task.meta())), **task.input_arrays())
-    cpu = max(1, math.ceil(timeout)) + 1
-    command = [sys.executable, "-s", "-B", os.path.join(workdir, "_grader_runner.py"), workdir, task_path, answer_path,
-               str(cpu), str(memory_bytes) if memory_bytes else "none", str(FILE_CAP)]
-    status, _ = sandbox.run_limited(command, workdir, _child_env(workdir), timeout, log_path, LOG_CAP,
-                                    watch=(workdir, DISK_CAP))
+    status, answer_path, log_path, cpu = _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes,
+                                                    part_cgroup)
     failed = {"timeout": f"stopped after {timeout:g} s (an endless loop?)",
               "output": f"stopped: it printed more than {LOG_CAP >> 20} MB",
               "disk": f"stopped: it wrote more than {DISK_CAP >> 20} MB of files",
               "killed by SIGXCPU": f"stopped at the CPU-time limit ({cpu} s)"}.get(status)
     if failed is None and not os.path.isfile(answer_path):
-        failed = f"the checks did not finish ({_last_line(log_path) or status})"
+        failed = f"the checks did not finish ({shown(_last_line(log_path) or status)})"
     if failed is None:
         try:
             outputs, errors = _read_answer(answer_path)
             return checks.score(task, outputs, errors), None
         except (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile) as err:
-            failed = f"its answer was malformed ({type(err).__name__}: {err})"
+            failed = f"its answer was malformed ({type(err).__name__}: {shown(err)})"
     return [{"check": c["title"], "points": 0, "max": c["points"], "reason": failed} for c in task.checks], failed
 
 
@@ -125,39 +201,38 @@ def _last_line(log_path):
     return lines[-1] if lines else None
 
 
-def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.0):
+# ---------------------------------------------------------------- a submission
+
+def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.0, unsafe_no_sandbox=False):
     """Grade one submission; returns a report dict (per part: points, max, reasons)."""
+    mode = isolation(unsafe_no_sandbox)
     package = find_package(student_dir)
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
-    report = {"submission": student_dir, "seed": seed, "protections": sandbox.protections(), "parts": {},
+    report = {"submission": student_dir, "seed": seed, "protections": protections(mode), "parts": {},
               "total": 0, "max": 0}
-    with tempfile.TemporaryDirectory(prefix="tinyvgg-grade-", ignore_cleanup_errors=True) as scratch:
+    memory_bytes = int(memory_gb * 2**30) if memory_gb else None
+    scratch, parts_cgroup = make_scratch(), None
+    try:
+        package_copy = os.path.join(scratch, "submission")  # checked and copied once; every part reads it only
+        copy_package(package, os.path.join(package_copy, "tinyvgg"))
+        if mode == "bubblewrap" and memory_bytes and cgroup.available() is None:
+            # one cgroup for the parts, which run one at a time (a part's processes are gone when the next
+            # starts); its memory counts the files in the sandbox's in-memory folders too
+            parts_cgroup = cgroup.PartCgroup(f"tinyvgg-{os.getpid()}-{os.path.basename(scratch)}",
+                                             memory_bytes + (64 << 20), MAX_PROCESSES)
         for number, part in enumerate(parts):
-            # a fresh copy for every part: what one part's code leaves behind cannot touch the next
-            workdir = os.path.join(scratch, part, "work")  # the child's world; its log lives beside it
-            copy_package(package, os.path.join(workdir, "tinyvgg"))
-            for ours, name in ((os.path.join(HERE, "runner.py"), "_grader_runner.py"),
-                               (sandbox.__file__, "_grader_sandbox.py"),
-                               (os.path.join(HERE, "naive.py"), "_grader_naive.py")):
-                shutil.copyfile(ours, os.path.join(workdir, name))
-            checks, failed = grade_part(workdir, part, seed + number, timeout,
-                                        int(memory_gb * 2**30) if memory_gb else None)
-            shutil.rmtree(os.path.join(scratch, part), ignore_errors=True)
-            points = sum(c["points"] for c in checks)
-            lost = [f"-{c['max']} {c['check']}: {c['reason']}" for c in checks if c["reason"]]
+            part_dir = os.path.join(scratch, part)  # a fresh working folder: nothing one part leaves reaches the next
+            scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout, memory_bytes, mode,
+                                        parts_cgroup)
+            remove_tree(part_dir)
+            points = sum(c["points"] for c in scored)
+            lost = [f"-{c['max']} {c['check']}: {c['reason']}" for c in scored if c["reason"]]
             reasons = [failed] if failed else lost
-            report["parts"][part] = {"points": points, "max": PARTS[part], "reasons": reasons, "checks": checks}
+            report["parts"][part] = {"points": points, "max": PARTS[part], "reasons": reasons, "checks": scored}
             report["total"] += points
             report["max"] += PARTS[part]
+    finally:
+        if parts_cgroup is not None:
+            parts_cgroup.remove()
+        remove_tree(scratch)
     return report
-
-
-def print_report(report):
-    print(f"{report['submission']}: {report['total']} / {report['max']} points")
-    if report.get("error"):
-        print(f"  not graded: {report['error']}")
-    for part, r in report["parts"].items():
-        print(f"  {part:<9} {r['points']:>3} / {r['max']:<3}")
-        for reason in r["reasons"]:
-            print(f"      {reason}")
-

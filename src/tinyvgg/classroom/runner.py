@@ -1,18 +1,20 @@
 """The side of the grader that touches a student's code: call it, hand back arrays.
 
 Each *recipe* below builds one of the student's layers (or the optimizer) from
-given arrays, calls it, and returns what it computed as float64 arrays. It checks
-nothing and knows no answer: the grader (:mod:`tinyvgg.assignment_checks`, in
+given arrays, calls it, and returns what it computed as arrays. It checks
+nothing and knows no answer: the grader (:mod:`tinyvgg.classroom.checks`, in
 another process) compares the arrays with its own references and awards every
 point. :func:`compare` is how a set of outputs is judged; the student version's
 tests use it too, on fixed inputs whose answers are stored with them.
 
 Run as a program (by the grader, in a sandboxed child process; see
-:mod:`tinyvgg.sandbox`)::
+:mod:`tinyvgg.classroom.bubblewrap`)::
 
-    python _grader_runner.py WORKDIR TASK.npz RESULT.npz CPU_SECONDS MEMORY_BYTES FILE_BYTES
+    python -I -S _grader_runner.py TASK.npz RESULT.npz PACKAGE_PARENT LIBRARY_DIR MODE CPU MEMORY FILE PROCESSES
 
-it locks itself down first, then runs every case of the task and writes
+it sets its import path to the standard library, NumPy and the submission's copy alone, applies its
+limits (MODE "bubblewrap": inside the grader's bwrap sandbox; "unsafe": Landlock and an audit hook),
+then runs every case of the task and writes
 ``RESULT.npz``: the outputs (``<case>/<name>``) and ``errors``, a JSON object
 naming each case that raised and why. Nothing is pickled either way.
 """
@@ -21,7 +23,19 @@ import os
 import sys
 import traceback
 
-import numpy as np
+
+def _isolate_imports(package_parent, library_dir):
+    """sys.path: this folder (the grader's runner and sandbox), the standard library, the folder that holds
+    the submission's ``tinyvgg``, then NumPy's; nothing else (Python runs with -I -S: no site, no .pth)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    stdlib = [p for p in sys.path if p and os.path.abspath(p) != here]
+    sys.path[:] = [here, *stdlib, package_parent, library_dir]
+
+
+if __name__ == "__main__":  # the grader's child: the import path is set before anything else is imported
+    _isolate_imports(*sys.argv[3:5])
+
+import numpy as np  # after the import path is set
 
 F64 = np.float64
 
@@ -172,7 +186,10 @@ def run_case(recipe, arrays, kwargs):
         for name, value in raw.items():
             if value is None:
                 return {}, f"{name} was not computed (None)"
-            outputs[name] = np.array(value, dtype=F64)  # a list, a 0-d array or a NumPy scalar all become arrays
+            value = np.asarray(value)  # a list, a 0-d array or a NumPy scalar become arrays; the dtype stays
+            if value.dtype.kind not in "biufc":
+                return {}, f"{name} is not an array of numbers (dtype {value.dtype})"
+            outputs[name] = value  # the grader judges its dtype: complex or integer answers score nothing
         return outputs, None
     except NotImplementedError:
         return {}, "not implemented yet"
@@ -226,37 +243,60 @@ def compare(kind, outputs, expected, inputs, kwargs, tol):
     raise ValueError(f"unknown kind of check {kind!r}")
 
 
-def _lend_reference_im2col():
-    """Replace the student's im2col and col2im by the grader's loop versions (``_grader_naive``)."""
-    import _grader_naive as naive
+def _lend_im2col(lent):
+    """Replace the student's im2col and col2im by the grader's, given as plain data.
+
+    ``lent`` maps a geometry ``"H,W,C,K,pad"`` to the gather index of im2col for one padded image
+    (``(Ho*Wo, K*K*C)`` positions in its flattened ``(H+2pad, W+2pad, C)`` array), made by the
+    grader from its loop version: im2col is then one gather and col2im the matching scatter-add.
+    No code of the grader's reaches this process.
+    """
     try:
         import tinyvgg.im2col
         import tinyvgg.layers
     except Exception:
         return  # the package does not import: every case will say why
 
-    def pad_of(K, padding):
-        return K // 2 if padding == "same" else 0 if padding == "valid" else int(padding)
+    def index_of(shape, K, padding):
+        _, H, W, C = shape
+        pad = K // 2 if padding == "same" else 0 if padding == "valid" else int(padding)
+        key = f"{H},{W},{C},{K},{pad}"
+        if key not in lent:
+            raise ValueError(f"the grader lends im2col only for its own inputs, not for shape {tuple(shape)}")
+        return lent[key], pad
 
     def im2col(x, kernel_size=3, padding="same"):
-        return naive.im2col(x, kernel_size, pad_of(kernel_size, padding))
+        index, pad = index_of(x.shape, kernel_size, padding)
+        N = x.shape[0]
+        x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).reshape(N, -1)
+        return x_pad[:, index].reshape(N * index.shape[0], index.shape[1])  # (N*Ho*Wo, K*K*C)
 
     def col2im(cols, x_shape, kernel_size=3, padding="same"):
-        return naive.col2im(cols, x_shape, kernel_size, pad_of(kernel_size, padding))
+        index, pad = index_of(x_shape, kernel_size, padding)
+        N, H, W, C = x_shape
+        per_image = cols.reshape(N, -1)                                     # (N, Ho*Wo*K*K*C)
+        size = (H + 2 * pad) * (W + 2 * pad) * C
+        dx_pad = np.stack([np.bincount(index.ravel(), weights=row, minlength=size) for row in per_image])
+        dx_pad = dx_pad.reshape(N, H + 2 * pad, W + 2 * pad, C)
+        return dx_pad[:, pad:pad + H, pad:pad + W, :]
     for module in (tinyvgg.im2col, tinyvgg.layers):
         module.im2col, module.col2im = im2col, col2im
 
 
 def main(argv):
-    workdir, task_path, result_path = argv[:3]
-    cpu, memory, file_bytes = (int(v) if v != "none" else None for v in argv[3:6])
-    import _grader_sandbox  # the grader's copy beside this file, never the submission's
-    _grader_sandbox.lock_down(workdir, cpu, memory, file_bytes)
+    task_path, result_path, mode = argv[0], argv[1], argv[4]  # argv[2:4]: the import path, set above
+    cpu, memory, file_bytes, processes = (int(v) if v != "none" else None for v in argv[5:9])
+    import _grader_sandbox  # the grader's copy beside this file: the submission cannot shadow it
+    if mode == "bubblewrap":  # the namespaces are bwrap's; here only the limits of each process
+        _grader_sandbox.set_limits(cpu, memory, file_bytes, processes)
+    else:
+        _grader_sandbox.lock_down(os.getcwd(), cpu, memory, file_bytes)
     with np.load(task_path, allow_pickle=False) as task:
         meta = json.loads(str(task["meta"]))
         arrays = {name: task[name] for name in task.files if name != "meta"}
-    if meta.get("reference_im2col"):  # judge the convolution on its own, with the grader's im2col
-        _lend_reference_im2col()
+    lent = {name.split("/", 1)[1]: arrays.pop(name) for name in list(arrays) if name.startswith("lend/")}
+    if lent:  # judge the convolution on its own, with the grader's im2col
+        _lend_im2col(lent)
     outputs, errors = {}, {}
     for case, spec in meta["cases"].items():
         inputs = {name.split("/", 1)[1]: value for name, value in arrays.items() if name.startswith(case + "/")}

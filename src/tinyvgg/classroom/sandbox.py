@@ -1,8 +1,13 @@
-"""Run code we do not trust (a student's submission) so that it cannot harm the machine.
+"""Limits for code we do not trust: the child's rlimits, the parent's watch, and a weaker fallback.
 
-The grader (:mod:`tinyvgg.assignments`) runs each part of a submission in a child
-process with :func:`run_limited`; that child calls :func:`lock_down` before it
-imports any of the student's code. Together they give:
+The grader runs each part of a submission in a child process with :func:`run_limited`
+(the parent's watch: time, output, disk) inside bubblewrap (:mod:`tinyvgg.classroom.bubblewrap`),
+where the child calls :func:`set_limits` before it imports any of the student's code.
+
+Where bubblewrap cannot run, ``--unsafe-no-sandbox`` grades with what this module alone
+can do: the child calls :func:`lock_down` (limits, Landlock, an audit hook) instead. That
+path does NOT hide the machine from the student's code (it can read every file and process
+the grader can, and reach the network other than by TCP). What it gives:
 
 - **Time**: the child and every process it starts are killed at the time limit.
   The child leads a session of its own (``start_new_session``), so one
@@ -27,6 +32,7 @@ imports any of the student's code. Together they give:
 This file is also copied, alone, next to the grader's child program: it imports
 nothing from tinyvgg, so a submission's own copy of the package cannot replace it.
 """
+import contextlib
 import ctypes
 import os
 import signal
@@ -154,27 +160,34 @@ def install_audit_hook(writable_dir):
 
 # ---------------------------------------------------------------- the child's side
 
-def lock_down(writable_dir, cpu_seconds=None, memory_bytes=None, file_bytes=None):
-    """Apply every limit this platform offers to the current process; returns :func:`protections`' text.
+def set_limits(cpu_seconds=None, memory_bytes=None, file_bytes=None, processes=None):
+    """Set this process's rlimits (inherited by all it starts); returns the names of those set.
 
-    Call it first thing in the child, before any untrusted import. ``None`` leaves a limit off.
+    ``None`` leaves a limit off. ``processes`` (RLIMIT_NPROC) counts the processes of this user:
+    inside bwrap that is the sandbox's own user, unless root started bwrap (root is exempt).
     """
     active = []
     try:
         import resource
     except ImportError:  # Windows
-        resource = None
-    if resource is not None:
-        for name, value in (("RLIMIT_CPU", cpu_seconds), ("RLIMIT_AS", memory_bytes), ("RLIMIT_FSIZE", file_bytes),
-                            ("RLIMIT_CORE", 0)):
-            if value is not None and hasattr(resource, name):
-                value = int(value)
-                hard = value + 5 if name == "RLIMIT_CPU" else value  # SIGXCPU first, the kill 5 s later
-                try:
-                    resource.setrlimit(getattr(resource, name), (value, hard))
-                    active.append(name[7:].lower())
-                except (ValueError, OSError):
-                    pass  # a hard limit below ours: the stricter one stays
+        return active
+    for name, value in (("RLIMIT_CPU", cpu_seconds), ("RLIMIT_AS", memory_bytes), ("RLIMIT_FSIZE", file_bytes),
+                        ("RLIMIT_CORE", 0), ("RLIMIT_NPROC", processes)):
+        if value is not None and hasattr(resource, name):
+            value = int(value)
+            hard = value + 5 if name == "RLIMIT_CPU" else value  # SIGXCPU first, the kill 5 s later
+            try:
+                resource.setrlimit(getattr(resource, name), (value, hard))
+                active.append(name[7:].lower())
+            except (ValueError, OSError):
+                pass  # a hard limit below ours: the stricter one stays
+    return active
+
+
+def lock_down(writable_dir, cpu_seconds=None, memory_bytes=None, file_bytes=None):
+    """The ``--unsafe-no-sandbox`` child: rlimits, Landlock and an audit hook on the current process;
+    returns :func:`protections`' text. Call it first thing, before any untrusted import."""
+    active = set_limits(cpu_seconds, memory_bytes, file_bytes)
     abi = restrict_filesystem(writable_dir)
     install_audit_hook(writable_dir)
     return describe(active, abi)
@@ -275,37 +288,50 @@ def folder_bytes(folder, stop_at):
     return total
 
 
-def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None):
+def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preexec=None, reap=True):
     """Run ``command`` with its output in ``log_path``; stop it (and everything it started) at
     ``timeout`` seconds, when the log passes ``log_cap`` bytes, or when the files under
-    ``watch = (folder, cap)`` pass ``cap`` bytes (looked at twice a second).
+    ``watch = (folder, cap)`` pass ``cap`` bytes (looked at twice a second). ``preexec`` runs in
+    the child before the command (it enters the part's cgroup). ``reap`` False skips the hunt for
+    escaped processes (a :class:`Reaper`): bwrap's PID namespace already ends every one of them.
 
     Returns ``(status, seconds)``: status is "exited", "timeout", "output" or "disk", or "killed by
-    SIGNAME" (e.g. SIGXCPU at the CPU limit, SIGXFSZ at the file-size limit).
+    SIGNAME" (e.g. SIGXCPU at the CPU limit, SIGXFSZ at the file-size limit; bwrap reports a
+    signal as the exit status 128 + its number). Whatever ends this call (an exception, a
+    SIGTERM turned into one), the child and all it started are killed first.
     """
     start = last_look = time.perf_counter()
-    with open(log_path, "wb") as log, Reaper() as reaper:
+    with open(log_path, "wb") as log, (Reaper() if reap else contextlib.nullcontext()) as reaper:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 (the grader has one thread)
         status = None
-        while proc.poll() is None:
-            now = time.perf_counter()
-            if now - start > timeout:
-                status = "timeout"
-            elif os.path.getsize(log_path) > log_cap:
-                status = "output"
-            elif watch and now - last_look > 0.5:
-                last_look = now
-                status = "disk" if folder_bytes(watch[0], watch[1]) > watch[1] else None
-            if status:
-                break
-            time.sleep(0.02)
-        try:  # the child's whole session, even after a normal exit (it may have left helpers behind)
-            os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-        reaper.kill_strays()
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.05)  # returns as soon as the child ends
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.perf_counter()
+                if now - start > timeout:
+                    status = "timeout"
+                elif os.path.getsize(log_path) > log_cap:
+                    status = "output"
+                elif watch and now - last_look > 0.5:
+                    last_look = now
+                    status = "disk" if folder_bytes(watch[0], watch[1]) > watch[1] else None
+                if status:
+                    break
+        finally:
+            try:  # the child's whole session, even after a normal exit (it may have left helpers behind)
+                os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            if reap:
+                reaper.kill_strays()
     if status is None:
-        status = "exited" if proc.returncode >= 0 else f"killed by {signal.Signals(-proc.returncode).name}"
+        code = proc.returncode
+        signum = -code if code < 0 else code - 128 if code > 128 else None
+        status = f"killed by {signal.Signals(signum).name}" if signum in signal.valid_signals() else "exited"
     return status, time.perf_counter() - start

@@ -1,0 +1,31 @@
+"""What the grader prints and writes: every piece of text that came from a submission shown escaped.
+
+A student's exception message, its last line of output, even its folder's name could hold a
+terminal escape (clear the screen, write the clipboard with OSC 52, move the cursor and
+print a fake "alice: 100 / 100" line) or a line break that forges a report line. :func:`shown`
+writes every control or format character (C0, DEL, C1, bidirectional overrides...) as a
+visible escape such as ``\\x1b``, so the report says exactly what the code said, and nothing
+it says can change how the report looks.
+"""
+import unicodedata
+
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format, surrogate, private, unassigned, separators
+
+
+def shown(text):
+    """``text`` with every control and format character escaped (``\\n``, ``\\x1b``, ``\\u202e``...).
+
+    The result holds none, so showing it again changes nothing (reasons are cleaned when they
+    arrive and again when printed)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _HIDDEN else ch
+                   for ch in str(text))
+
+
+def print_report(report):
+    print(f"{shown(report['submission'])}: {report['total']} / {report['max']} points")
+    if report.get("error"):
+        print(f"  not graded: {shown(report['error'])}")
+    for part, r in report["parts"].items():
+        print(f"  {part:<9} {r['points']:>3} / {r['max']:<3}")
+        for reason in r["reasons"]:
+            print(f"      {shown(reason)}")

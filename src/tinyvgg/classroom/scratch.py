@@ -1,0 +1,67 @@
+"""The grader's scratch folders: made private, removed whatever a submission left in them.
+
+A submission's code may leave a folder tree 1100 levels deep, folders without permissions,
+files with odd names: :func:`remove_tree` removes any of it without recursion (one open
+folder at a time, climbing back through ``..`` as ``rm -rf`` does), so neither Python's
+recursion limit nor the limit on open files stops it. Nothing of the submission is running
+by then (its sandbox's PID namespace died with it), so nothing moves while it works.
+"""
+import os
+import stat
+import tempfile
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def make_scratch():
+    """A new private folder for one submission's parts (mode 0700)."""
+    return tempfile.mkdtemp(prefix="tinyvgg-grade-")
+
+
+def _open_dir(name, dir_fd=None):
+    """Open a folder to empty it; one the student made unreadable or read-only gets its owner's modes back
+    (its files are ours: the sandbox's user is the grader's own, seen from outside)."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, stat.S_IRWXU)  # write permission, to remove what is in it
+    except OSError:
+        pass
+    return fd
+
+
+def remove_tree(path):
+    """Remove the folder ``path`` and all in it, at any depth; links are removed, never followed."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    fd, names = _open_dir(path), []   # names: the folders from ``path`` down to the open one
+    try:
+        while True:
+            below = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        below = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if below is not None:  # go down into it; only one folder is ever open
+                child = _open_dir(below, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                names.append(below)
+                continue
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)  # back up one level and remove the emptied folder
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)

@@ -1,0 +1,439 @@
+"""Issue 21: a grade is what the submitted files compute, whatever else the submission tries.
+
+Each test is one attack a hostile student tried on the old grader (a Python guard rail that
+let the code read the machine): the blank-handout tricks now score 0, a classmate scores only
+their own work, nothing of the grader's environment reaches a report, no process of a
+submission outlives its part, and the batch always finishes with every row in its CSV.
+"""
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from test_assignments import PARTS, PKG, REPO, SANDBOX, marked_processes, points, submission
+
+from tinyvgg import assignments
+from tinyvgg.classroom import cgroup, checks
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("blank") / "hand-out"
+    assignments.make(str(out), list(PARTS))
+    return out
+
+
+def in_relu(code):
+    """``code`` as the body of ReLU.forward (indented to fit), before its honest last line."""
+    lines = textwrap.dedent(code).strip().splitlines() + ["out = xp.maximum(x, 0)"]
+    return ("layers.py", "out = xp.maximum(x, 0)", "\n        ".join(lines))
+
+
+def blank(tmp_path, student, name="blank"):
+    """A copy of the untouched student version (every part still ``NotImplementedError``)."""
+    return submission(tmp_path, base=student, name=name)
+
+
+def cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env, **kwargs)
+
+
+def with_init(tmp_path, code, base=None, name="submission"):
+    """A submission (the reference, or ``base``) whose ``__init__.py`` also runs ``code``."""
+    return submission(tmp_path, ("__init__.py", None, textwrap.dedent(code)), base=base, name=name)
+
+
+# ---------------------------------------------------------------- the blank-handout tricks score 0
+
+@SANDBOX
+def test_missing_modules_are_not_found_in_the_graders_package(tmp_path, student):
+    sub = blank(tmp_path, student)
+    (sub / PKG / "im2col.py").unlink()
+    (sub / PKG / "optim.py").unlink()
+    report = assignments.grade(str(sub), parts=["im2col", "dense", "sgd"], timeout=60)
+    assert report["total"] == 0, report["parts"]
+    assert any("No module named 'tinyvgg.im2col'" in r for r in report["parts"]["dense"]["reasons"])
+
+
+@SANDBOX
+@pytest.mark.parametrize("link", ["src/tinyvgg/layers.py", "src/tinyvgg", "src"])
+def test_a_link_anywhere_in_the_submission_is_refused(tmp_path, student, link):
+    sub = blank(tmp_path, student)
+    target = {"src/tinyvgg/layers.py": sub / PKG / "__init__.py", "src/tinyvgg": REPO / PKG, "src": REPO / "src"}[link]
+    path = sub / link
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    path.symlink_to(target)
+    result = cli(sub, "--parts", "relu", "dense", "--csv", tmp_path / "grades.csv")
+    assert result.returncode == 0, result.stderr
+    row = list(csv.reader((tmp_path / "grades.csv").open()))[1]
+    assert row[1:4] == ["0", "0", "0"] and "symbolic link" in row[-1], row
+
+
+@SANDBOX
+def test_the_installed_reference_is_out_of_reach(tmp_path, student):
+    """Through importlib.metadata, the import system or a path: the grader's package is not there."""
+    sub = with_init(tmp_path, f"""
+        import importlib.metadata, importlib.util, sys
+        def borrow(path):
+            spec = importlib.util.spec_from_file_location("tinyvgg.layers", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["tinyvgg.layers"] = module
+            spec.loader.exec_module(module)
+        candidates = [{str(REPO / PKG / "layers.py")!r}]
+        try:
+            dist = importlib.metadata.distribution("tinyvgg")
+            candidates += [str(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith("layers.py")]
+            candidates += [line.strip() + "/tinyvgg/layers.py" for line in (dist.read_text("direct_url.json") or "")
+                           .split('"') if line.startswith("/")]
+        except Exception as err:
+            print("no distribution:", err)
+        for path in candidates:
+            try:
+                borrow(path)
+                break
+            except Exception as err:
+                print("cannot borrow", path, err)
+        """, base=student)
+    report = assignments.grade(str(sub), parts=["relu", "dense"], timeout=60)
+    assert report["total"] == 0, report["parts"]
+
+
+@SANDBOX
+def test_a_classmate_scores_only_their_own_work(tmp_path, student):
+    honest = submission(tmp_path, name="alice")
+    cheat = with_init(tmp_path, f"""
+        import glob, importlib.util, os, sys
+        found = [{str(honest / PKG / "layers.py")!r}]  # the name is no secret: try it, and look for others
+        for cmdline in glob.glob("/proc/*/cmdline"):
+            try:
+                found += [a for a in open(cmdline, "rb").read().decode(errors="ignore").split("\\0") if "/" in a]
+            except OSError:
+                pass
+        for path in found:
+            path = path if path.endswith(".py") else os.path.join(path, "src", "tinyvgg", "layers.py")
+            try:
+                spec = importlib.util.spec_from_file_location("tinyvgg.layers", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules["tinyvgg.layers"] = module
+                break
+            except Exception:
+                pass
+        """, base=student, name="mallory")
+    result = cli(honest, cheat, "--parts", "relu", "dense", "--csv", tmp_path / "grades.csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader((tmp_path / "grades.csv").open()))
+    assert [row[1:4] for row in rows[1:]] == [["5", "10", "15"], ["0", "0", "0"]], rows
+
+
+@SANDBOX
+def test_the_loop_oracle_never_reaches_the_child(tmp_path, student):
+    sub = with_init(tmp_path, """
+        import os, sys
+        sys.path += [os.getcwd(), "/grader"]
+        import tinyvgg.im2col as ours
+        try:
+            import _grader_naive as naive
+            ours.im2col = lambda x, K=3, padding="same": naive.im2col(x, K, K // 2 if padding == "same" else 0)
+        except ImportError as err:
+            print(err)
+        """, base=student)
+    report = assignments.grade(str(sub), parts=["im2col"], timeout=60)
+    assert report["total"] == 0, report["parts"]
+    arrays = checks.make_task("conv", 1).input_arrays()  # conv's lent im2col is numbers: gather indices, not code
+    lent = [name for name in arrays if name.startswith("lend/")]
+    assert lent and all(arrays[name].dtype.kind == "i" for name in lent)
+    assert "reference_im2col" not in str(checks.make_task("conv", 1).meta())
+
+
+# ---------------------------------------------------------------- the machine stays out of reach
+
+@SANDBOX
+def test_no_environment_value_of_the_grader_reaches_a_report(tmp_path):
+    secret = f"s3cret-{os.getpid()}-{time.time_ns()}"
+    sub = with_init(tmp_path, """
+        import glob, os
+        found = dict(os.environ)
+        for path in glob.glob("/proc/*/environ") + ["/proc/1/environ", f"/proc/{os.getppid()}/environ"]:
+            try:
+                found[path] = open(path, "rb").read().decode(errors="replace")
+            except OSError as err:
+                found[path] = str(err)
+        raise RuntimeError(repr(found))
+        """)
+    env = dict(os.environ, TINYVGG_TEACHER_TOKEN=secret)
+    result = cli(sub, "--parts", "relu", "--json", tmp_path / "r.json", "--csv", tmp_path / "g.csv", env=env)
+    assert result.returncode == 0, result.stderr
+    everything = result.stdout + result.stderr + (tmp_path / "r.json").read_text() + (tmp_path / "g.csv").read_text()
+    assert "RuntimeError" in everything  # the attempt ran, and said what it saw
+    assert secret not in everything and "TINYVGG_TEACHER_TOKEN" not in everything
+
+
+@SANDBOX
+def test_no_datagram_or_socket_connection_reaches_the_machine(tmp_path):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(tmp_path / "listener.sock"))
+    unix.listen()
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind(f"\0tinyvgg-test-{os.getpid()}")
+    abstract.listen()
+    sub = with_init(tmp_path, f"""
+        import socket
+        for family, kind, address in ((socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", {udp.getsockname()[1]})),
+                                      (socket.AF_UNIX, socket.SOCK_STREAM, {str(tmp_path / "listener.sock")!r}),
+                                      (socket.AF_UNIX, socket.SOCK_STREAM, "\\0tinyvgg-test-{os.getpid()}")):
+            try:
+                s = socket.socket(family, kind)
+                s.connect(address) if kind == socket.SOCK_STREAM else s.sendto(b"exfiltrated", address)
+                s.sendall(b"exfiltrated") if kind == socket.SOCK_STREAM else None
+            except OSError as err:
+                print("refused:", err)
+        """)
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"]}
+    for listener in (udp, unix, abstract):
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.recv(100) if listener is udp else listener.accept()
+        listener.close()
+
+
+def _kernel_log_has(marker):
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # this machine does not let the tests read the kernel log
+    found = False
+    try:
+        while True:
+            try:
+                found |= marker.encode() in os.read(fd, 8192)
+            except BlockingIOError:
+                return found
+            except OSError:  # EPIPE: a record was overwritten while reading; read on
+                continue
+    finally:
+        os.close(fd)
+
+
+@SANDBOX
+def test_no_device_node_and_no_kernel_log_line(tmp_path):
+    marker = f"tinyvgg-kmsg-{os.getpid()}-{time.time_ns()}"
+    sub = with_init(tmp_path, f"""
+        import os, stat
+        made = []
+        for name, major, minor in (("kmsg", 1, 11), ("mem", 1, 1), ("sda", 8, 0)):
+            try:
+                os.mknod(name, 0o666 | stat.S_IFCHR if name != "sda" else 0o666 | stat.S_IFBLK, os.makedev(major, minor))
+                made.append(name)
+            except OSError as err:
+                print("refused:", err)
+        for name in ("kmsg", "/dev/kmsg"):
+            try:  # a device node would log the line; a plain file of that name (in the sandbox's own /dev) does not
+                with open(name, "a") as f:
+                    f.write("{marker}\\n")
+                if not stat.S_ISREG(os.stat(name).st_mode):
+                    made.append(name)
+            except OSError as err:
+                print("refused:", err)
+        if made:
+            raise RuntimeError("wrote to devices: " + " ".join(made))
+        """)
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"]}, report["parts"]
+    assert _kernel_log_has(marker) in (None, False)
+
+
+@SANDBOX
+def test_no_process_of_a_deep_chain_of_sessions_survives_the_part(tmp_path):
+    marker = f"tinyvgg-chain-{os.getpid()}-{time.time_ns()}"
+    sub = with_init(tmp_path, f"""
+        import multiprocessing, os, subprocess
+        for depth in range(130):  # each one a session leader whose parent exits
+            try:
+                if os.fork() != 0:
+                    break
+                os.setsid()
+            except OSError:
+                break
+        if depth:
+            try:
+                subprocess.Popen(["/bin/sh", "-c", "sleep 120", "{marker}"], start_new_session=True)
+            finally:
+                os._exit(0)
+        """)
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    assert points(report) == {"relu": PARTS["relu"]}
+    time.sleep(0.5)
+    assert marked_processes(marker) == []
+
+
+@SANDBOX
+@pytest.mark.skipif(cgroup.available() is not None, reason=f"no cgroup for the grader here: {cgroup.available()}")
+def test_memory_is_limited_for_the_sandbox_not_per_process(tmp_path):
+    """Three helpers of 300 MB each are under 0.5 GB alone; together the sandbox's cgroup stops them."""
+    sub = submission(tmp_path, in_relu("""
+        import os, time
+        helpers = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                block = np.ones(300 << 17)  # 300 MB, touched
+                time.sleep(2)
+                os._exit(0)
+            helpers.append(pid)
+        if all(os.waitpid(pid, 0)[1] == 0 for pid in helpers):
+            raise RuntimeError("three helpers held 900 MB")
+        """))
+    report = assignments.grade(str(sub), parts=["relu"], timeout=30, memory_gb=0.5)
+    assert report["parts"]["relu"]["points"] == PARTS["relu"], report["parts"]
+
+
+# ---------------------------------------------------------------- the grader survives
+
+@SANDBOX
+def test_the_batch_survives_a_deep_tree_and_undeletable_files(tmp_path):
+    sub = with_init(tmp_path, """
+        import fcntl, os, struct, sys
+        for folder in (os.getcwd(), os.path.dirname(sys.argv[2])):  # the working folder, and the answer's
+            os.chdir(folder)
+            os.makedirs("locked/inner")
+            open("locked/inner/file", "w").write("x")
+            try:  # chattr +i: FS_IOC_SETFLAGS with FS_IMMUTABLE_FL
+                fd = os.open("locked/inner/file", os.O_RDONLY)
+                fcntl.ioctl(fd, 0x40086602, struct.pack("i", 0x10))
+            except OSError as err:
+                print("refused:", err)
+            os.chmod("locked/inner", 0)
+            os.chmod("locked", 0o500)
+            for _ in range(1100):
+                os.mkdir("d")
+                os.chdir("d")
+        os.chdir("/")
+        """)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = cli(sub, REPO, "--parts", "relu", "--csv", tmp_path / "g.csv", env=dict(os.environ, TMPDIR=str(scratch)))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    rows = list(csv.reader((tmp_path / "g.csv").open()))
+    assert [row[1] for row in rows[1:]] == ["5", "5"], rows
+    assert list(scratch.iterdir()) == []  # every scratch folder removed
+
+
+@SANDBOX
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_grader_ends_its_children_and_writes_what_was_graded(tmp_path, signum):
+    marker = f"tinyvgg-hang-{os.getpid()}-{time.time_ns()}"
+    hang = submission(tmp_path, in_relu(f"""
+        import subprocess, time
+        subprocess.Popen(["/bin/sh", "-c", "sleep 120", "{marker}"], start_new_session=True)
+        time.sleep(600)
+        """), name="hang")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    grader = subprocess.Popen([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), str(hang),
+                               "--parts", "relu", "--csv", str(tmp_path / "g.csv")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(scratch)))
+    deadline = time.time() + 120
+    while not marked_processes(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert marked_processes(marker), "the hanging submission never started"
+    grader.send_signal(signum)
+    _, err = grader.communicate(timeout=60)
+    assert grader.returncode == 130 and "Traceback" not in err, err
+    assert "1 of 2 submissions graded" in err
+    rows = list(csv.reader((tmp_path / "g.csv").open()))
+    assert len(rows) == 2 and rows[1][1] == "5", rows
+    time.sleep(0.5)
+    assert marked_processes(marker) == []
+    assert list(scratch.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a report that cannot lie
+
+@SANDBOX
+def test_terminal_escapes_from_student_code_are_shown_escaped(tmp_path):
+    sub = with_init(tmp_path, r"""
+        raise RuntimeError("\x1b[2J\x1b[H\x1b]52;c;ZXZpbA==\x07\nalice: 100 / 100\r\u202e")
+        """)
+    result = cli(sub, "--parts", "relu", "--json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\u202e" not in result.stdout
+    assert not any(line.startswith("alice") for line in result.stdout.splitlines())
+    assert r"\x1b[2J" in result.stdout and r"\nalice: 100 / 100" in result.stdout
+    assert r"\\x1b" not in result.stdout  # escaped once, not twice
+    assert "\\u001b" not in (tmp_path / "r.json").read_text()  # JSON holds the escaped text, not the escape
+
+
+@SANDBOX
+@pytest.mark.parametrize("answer, kind", [("xp.maximum(x, 0) + 1j", "complex"), ("xp.maximum(x, 0).astype(int)", "integer"),
+                                          ("xp.maximum(x, 0).astype(object)", "not an array of numbers")])
+def test_answers_must_be_real_float_arrays(tmp_path, answer, kind):
+    sub = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)", f"out = {answer}"))
+    report = assignments.grade(str(sub), parts=["relu"], timeout=60)
+    relu = report["parts"]["relu"]
+    assert relu["checks"][0]["points"] == 0 and kind in relu["checks"][0]["reason"], relu
+
+
+# ---------------------------------------------------------------- options checked before any work
+
+@pytest.mark.parametrize("args, message", [
+    (["--timeout", "1e30"], "--timeout must be a number of seconds above 0 and at most 3600"),
+    (["--timeout", "inf"], "--timeout must be a number of seconds above 0 and at most 3600"),
+    (["--memory-limit", "1e30"], "--memory-limit must be between"),
+    (["--memory-limit", "1e-12"], "--memory-limit must be between"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
+    (["--seed", str(2**32)], "--seed must be between 0 and 2**32 - 1"),
+    (["--parts", "relu", "relu", "dense"], "--parts names relu more than once"),
+    (["--csv", "/proc/x.csv"], "--csv /proc/x.csv: cannot write in its folder"),
+    (["--json", "/proc/x.json"], "--json /proc/x.json: cannot write in its folder"),
+])
+def test_bad_options_are_refused_before_grading(args, message):
+    result = cli(REPO, *args)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "points" not in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_submission_name_that_is_not_utf8_is_refused_before_grading(tmp_path):
+    odd = os.path.join(os.fsencode(tmp_path), b"student-\xff")
+    os.mkdir(odd)
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", os.fsencode(REPO), odd,
+                             b"--csv", os.fsencode(tmp_path / "g.csv")], capture_output=True, timeout=120)
+    assert result.returncode == 1 and b"is not valid UTF-8; rename the folder" in result.stderr, result.stderr
+    assert b"Traceback" not in result.stderr and not (tmp_path / "g.csv").exists()
+
+
+def test_without_bubblewrap_the_grader_refuses_unless_told_it_is_unsafe(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no bwrap on this PATH
+    refused = cli(REPO, "--parts", "relu", env=env)
+    assert refused.returncode == 1 and "--unsafe-no-sandbox" in refused.stderr and "Traceback" not in refused.stderr
+    assert "points" not in refused.stdout
+    unsafe = cli(REPO, "--parts", "relu", "--unsafe-no-sandbox", env=env)
+    assert unsafe.returncode == 0 and "5 / 5 points" in unsafe.stdout, unsafe.stderr
+    assert "can read every file" in unsafe.stderr
+
+
+def test_doctor_says_whether_the_graders_sandbox_works(monkeypatch):
+    from tinyvgg.classroom import bubblewrap
+    monkeypatch.setattr(bubblewrap, "find_bwrap", lambda: None)
+    bubblewrap.works.cache_clear()
+    try:
+        line = bubblewrap.doctor_line()
+    finally:
+        bubblewrap.works.cache_clear()
+    assert line.startswith("Grader sandbox: ") and "--unsafe-no-sandbox" in line
+    if sys.platform.startswith("linux"):
+        assert "bubblewrap is not installed" in line
