@@ -150,10 +150,10 @@ def test_backend_cupy_when_cupy_is_not_installed(tmp_path):
     # a package named cupy that fails to import hides any real one, as on a machine without it
     (tmp_path / "hide" / "cupy").mkdir(parents=True)
     (tmp_path / "hide" / "cupy" / "__init__.py").write_text("raise ImportError('hidden by the test')")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "hide"), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-m", "tinyvgg.train", "--backend", "cupy", "--out", str(tmp_path / "r"),
                              *TINY], capture_output=True, text=True, env=env, timeout=120)
-    assert_clear_error(result, 'CuPy is not installed: install it with pip install "tinyvgg[gpu]"')
+    assert_clear_error(result, 'CuPy is not installed: install it from a clone of tinyvgg with pip install -e ".[gpu]"')
     doctor = subprocess.run([sys.executable, "-m", "tinyvgg.doctor"], capture_output=True, text=True, env=env)
     assert doctor.returncode == 0 and "CuPy is not installed" in doctor.stdout
 
