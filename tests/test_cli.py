@@ -113,6 +113,11 @@ def bad_folders(tmp_path):
     (["--warmup-epochs", "-1"], ["error:", "--warmup-epochs must be zero or positive"]),
     (["--data", "shapes:0"], ["error:", "at least 10"]),
     (["--data", "glyphs:99999999"], ["error:", "GiB of memory"]),
+    (["--seed", "-1"], ["error:", "--seed must be zero or positive, got -1"]),
+    (["--warmup-epochs", "1e308"], ["error:", "--warmup-epochs must be at most 1000"]),
+    (["--precise-bn", "-5"], ["error:", "--precise-bn must be zero or positive"]),
+    (["--fc-units", "400000"], ["error:", "GiB of memory, but this machine has", "lower --width, --fc-units"]),
+    (["--width", "4", "--image-size", "1024", "--fc-units", "4096"], ["error:", "GiB of memory"]),
 ])
 def test_bad_input_gets_one_clear_sentence(tmp_path, args, phrases):
     bad_folders(tmp_path)

@@ -16,8 +16,6 @@ statistics it sees, the quantities training normalized with. Each layer still no
 every batch with its batch's statistics during this pass, so the layers above see what
 they saw in training.
 """
-import numpy as np
-
 from .layers import BatchNorm2D
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, cli
+from . import backend, checkpoint, cli, memory
 from .data import BatchLoader, Subset, open_dataset
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
@@ -111,7 +111,7 @@ CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "patience", "lr_patience")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
-MAX_IMAGE_SIZE, MAX_WIDTH = 1024, 4.0
+MAX_IMAGE_SIZE, MAX_WIDTH = memory.MAX_IMAGE_SIZE, 4.0
 #: The longest --warmup-epochs: a ramp longer than any run (and a number of steps that stays an integer).
 MAX_WARMUP_EPOCHS = 1000
 
@@ -288,6 +288,8 @@ def main(argv=None):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     check_args(args)
+    memory.check_training(dict(depth=args.model, input_shape=(args.image_size, args.image_size, 3), width=args.width,
+                               fc_units=args.fc_units, num_classes=2), args.batch_size)  # before any data is read
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
