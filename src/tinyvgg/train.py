@@ -97,7 +97,8 @@ def parse_args(argv=None, defaults=True):
                         "tinyvgg.layers as the lessons teach them (the same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     if not defaults:
-        p.set_defaults(**{action.dest: argparse.SUPPRESS for action in p._actions})
+        for action in p._actions:  # unlike set_defaults, leaves no "==SUPPRESS==" string to convert
+            action.default = argparse.SUPPRESS
     return p.parse_args(argv)
 
 
