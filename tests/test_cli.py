@@ -222,3 +222,29 @@ def test_finetune_keeps_frozen_layers_and_trains_a_new_head(trained_run, tmp_pat
                        "--freeze-until needs --finetune")
     assert_clear_error(run("train", "--finetune", out / "best.npz", "--freeze-until", "block9", "--data",
                            tmp_path / "data", "--out", tmp_path / "y", "--quiet"), "no layer named 'block9'")
+
+
+def test_samples_writes_a_folder_that_train_and_predict_read(tmp_path, trained_run):
+    out, _ = trained_run
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.samples", "shapes", "--out", str(tmp_path / "s"),
+                             "--per-class", "2"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir())[:2] == ["cross", "diamond"]
+    assert len(list((tmp_path / "s").rglob("*.png"))) == 20
+    result = run("predict", tmp_path / "s" / "disk" / "0.png", "--checkpoint", out / "best.npz")
+    assert result.returncode == 0 and result.stdout.startswith(str(tmp_path / "s" / "disk" / "0.png")), result.stderr
+    again = subprocess.run([sys.executable, "-m", "tinyvgg.samples", "shapes", "--out", str(tmp_path / "s")],
+                           capture_output=True, text=True, timeout=60)
+    assert_clear_error(again, "already exists and is not an empty folder")
+
+
+def test_help_says_each_default_once_and_has_no_markup():
+    import re
+    for command in ("train", "predict", "evaluate", "samples", "import_keras"):
+        text = subprocess.run([sys.executable, "-m", f"tinyvgg.{command}", "--help"], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ, COLUMNS="200")).stdout
+        assert "``" not in text and "(default: None)" not in text, (command, text)
+        blocks = re.split(r"\n(?=  -)", text.split("options:")[1])  # one block per flag
+        assert all(block.count("default") <= 1 for block in blocks), (command, text)
+        for block in blocks[1:]:  # every flag but --help has a help text after its name and metavar
+            assert len(block.split()) > 2 + block.count(","), (command, block)
