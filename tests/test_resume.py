@@ -84,16 +84,19 @@ def test_a_finished_run_says_there_is_nothing_to_do(finished, tmp_path, extra):
     assert snapshot(finished) == before and not (tmp_path / "B").exists()
 
 
-def test_a_new_learning_rate_is_applied_and_said(finished, tmp_path):
-    result = run("--resume", finished / "last.npz", "--out", tmp_path / "B", "--epochs", "3", "--lr", "0.005")
+def test_a_new_learning_rate_and_precise_bn_are_applied_and_said(finished, tmp_path):
+    result = run("--resume", finished / "last.npz", "--out", tmp_path / "B", "--epochs", "3", "--lr", "0.005",
+                 "--precise-bn", "64")
     assert result.returncode == 0, result.stderr
     assert "--lr 0.005 replaces the run's 0.02 from the next step on" in result.stdout
+    assert "--precise-bn 64 replaces the run's 1024" in result.stdout
     last = checkpoint.load(str(tmp_path / "B" / "last.npz"))
     assert last.meta["optimizer"]["scalars"]["lr"] == 0.005 and last.meta["args"]["lr"] == 0.005
+    assert last.meta["args"]["precise_bn"] == 64
 
 
 @pytest.mark.parametrize("flag, value, saved", [("--batch-size", "16", "32"), ("--data", "glyphs:200", "shapes:200"),
-                                                ("--precise-bn", "0", "1024")])
+                                                ("--seed", "3", "0")])
 def test_a_flag_that_would_change_the_run_is_refused(finished, tmp_path, flag, value, saved):
     before = snapshot(finished)
     result = run("--resume", finished / "last.npz", "--epochs", "3", flag, value, timeout=60)

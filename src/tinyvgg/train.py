@@ -36,7 +36,7 @@ HEAD_INITS = {"he": None, "small": "small_normal"}
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_EPOCHS = 10
 #: --precise-bn's default: recompute batch normalization's statistics over at most this many training
-#: images (an even sample), which costs about 5% of an epoch of the default run (benchmarks/README.md).
+#: images (an even sample), which costs about 2.5% of an epoch of the default run (benchmarks/README.md).
 DEFAULT_PRECISE_BN_IMAGES = 1024
 
 
@@ -106,9 +106,9 @@ def parse_args(argv=None, defaults=True):
 RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "head_init", "batch_size",
             "optimizer", "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience",
             "lr_patience", "augment", "seed", "freeze_until", "precise_bn")
-#: The settings a resumed run may change: they act from the next step on and keep the run sound.
-#: Every other setting that differs from the saved one is refused.
-CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "patience", "lr_patience")
+#: The settings a resumed run may change: they act from the next step on and keep the run sound
+#: (precise_bn changes only the statistics that evaluation uses). Any other that differs is refused.
+CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "patience", "lr_patience", "precise_bn")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
@@ -230,7 +230,7 @@ def load_resumed(args, given=()):
                                   or choices is not None and value not in choices):
             raise checkpoint.CheckpointError(f"{args.resume}: its saved setting {name} = {value!r} is damaged; "
                                              "resume from a last.npz written by python -m tinyvgg.train.")
-        if name in given and getattr(args, name) != value and not (name == "lr" and getattr(args, name) is None):
+        if name in given and getattr(args, name) != value:
             if name not in CHANGEABLE_ON_RESUME:
                 flag = "--" + name.replace("_", "-")
                 raise cli.UsageError(f"{flag} {getattr(args, name)} would change the run that --resume continues "
@@ -241,8 +241,6 @@ def load_resumed(args, given=()):
         setattr(args, name, value)
     if "batch_norm" not in saved:  # written before batch normalization existed: the plain network
         args.batch_norm = bool((resumed.meta.get("model_config") or {}).get("batch_norm", False))
-    if "precise_bn" not in saved:  # written before precise BN: the averages it evaluated with
-        args.precise_bn = 0
     for name, value in changed.items():
         if not args.quiet:
             print(f"--{name.replace('_', '-')} {getattr(args, name)} replaces the run's {value} from the next step on")
@@ -289,15 +287,17 @@ def main(argv=None):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     check_args(args)
-    memory.check_training(dict(depth=args.model, input_shape=(args.image_size, args.image_size, 3), width=args.width,
-                               fc_units=args.fc_units, num_classes=2), args.batch_size)  # before any data is read
+    if args.backend == "numpy":  # the host's memory, before any data is read (CuPy's pool reports its own)
+        memory.check_training(dict(depth=args.model, input_shape=(args.image_size, args.image_size, 3),
+                                   width=args.width, fc_units=args.fc_units, num_classes=2), args.batch_size)
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
             raise cli.UsageError("--gpu-memory-limit takes a positive number of GB and needs --backend cupy.")
         backend.set_gpu_memory_limit(args.gpu_memory_limit)
-    if resumed is not None and nothing_to_do(args, resumed):
-        print(nothing_to_do(args, resumed))
+    done = nothing_to_do(args, resumed) if resumed is not None else None
+    if done:
+        print(done)
         return 0
     out = run_folder_path(args)
     with RunFolder(out):  # locked from here on; a folder this run made is removed again if it fails early
@@ -376,14 +376,15 @@ def run_training(args, out, resumed, source):
 
 def precise_bn_batches(train_set, args, mean, std):
     """The batches over which batch normalization's statistics are recomputed after every epoch:
-    all training images, or an even sample of --precise-bn of them, in order and unaugmented, at
-    the training batch size (so no random number is drawn, and a resumed run stays exact)."""
+    --precise-bn training images (all of them if there are fewer), unaugmented, at the training
+    batch size, in one fixed shuffled order. Shuffled, because a batch of one or two classes (a
+    folder is stored class by class) has a far smaller variance than the data set; fixed, and
+    drawn from its own generator, so that the run's RNG is never touched and a resumed run
+    stays exact."""
     if not args.batch_norm or not args.precise_bn:
         return None
-    N = len(train_set)
-    sample = train_set if N <= args.precise_bn else \
-        Subset(train_set, np.linspace(0, N - 1, args.precise_bn).round().astype(np.int64))  # every class in proportion
-    return BatchLoader(sample, args.batch_size, mean, std, backend=args.backend)
+    order = np.random.default_rng(0).permutation(len(train_set))[:args.precise_bn]
+    return BatchLoader(Subset(train_set, order), args.batch_size, mean, std, backend=args.backend)
 
 
 def keep_best_of_resumed_run(resume, out):

@@ -12,10 +12,10 @@ history and calls the callbacks (best and last checkpoints, learning-rate decay
 on plateau, early stopping). Before each validation (and so before each save) it
 can recompute batch normalization's running statistics over the training images
 (``precise_bn``, see :mod:`tinyvgg.precise_bn`), so that every validation number
-and every saved model uses statistics that describe the weights as they are. Its :meth:`Trainer.save` writes everything a
-resumed run needs, including the RNG state and, after a Ctrl-C, the position
-inside the epoch, so that 1 epoch + resume 1 epoch equals 2 epochs straight, and
-so does a run interrupted anywhere and resumed.
+and every saved model uses statistics that describe the weights as they are.
+Its :meth:`Trainer.save` writes everything a resumed run needs, including the RNG
+state and, after a Ctrl-C, the position inside the epoch, so that 1 epoch + resume
+1 epoch equals 2 epochs straight, and so does a run interrupted anywhere and resumed.
 """
 import contextlib
 import csv
