@@ -418,3 +418,24 @@ def test_evaluate_writes_the_confusion_matrix_beside_the_checkpoint(two_runs, tm
     result = run("evaluate", "--checkpoint", folder / "best.npz", "--data", "shapes:100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (folder / "confusion.png").stat().st_size > 0 and not (tmp_path / "confusion.png").exists()
+
+
+@pytest.mark.parametrize("trap, phrase", [
+    ("dataset", "block1_conv1 is a single array where Keras stores a layer"),
+    ("huge", "larger than any VGG16 weight"),
+])
+def test_import_keras_refuses_a_crafted_h5_before_reading_it(tmp_path, trap, phrase):
+    h5py = pytest.importorskip("h5py", reason='needs h5py (pip install -e ".[keras]")')
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"block1_conv1"]
+        if trap == "dataset":
+            f.create_dataset("block1_conv1", data=np.zeros(3))
+        else:  # declared, never written: HDF5 allocates it lazily, so the file stays small
+            group = f.create_group("block1_conv1")
+            group.attrs["weight_names"] = [b"kernel:0"]
+            group.create_dataset("kernel:0", shape=(2**20, 2**20), dtype="f4", chunks=(64, 64))
+    assert path.stat().st_size < 2**20
+    result = run("import_keras", path, "--out", tmp_path / "x.npz", timeout=60)
+    assert_clear_error(result, phrase)
+    assert result.stderr.count("\n") == 1
