@@ -80,7 +80,7 @@ def test_a_second_training_in_a_busy_folder_is_refused(two_runs, tmp_path):
     with RunFolder(str(tmp_path / "busy")):  # as a training that is running there holds it
         result = run("train", "--data", "shapes:200", "--epochs", "1", "--out", tmp_path / "busy", *TINY)
         assert_clear_error(result, "another training is writing to", "choose another --out")
-        resumed = run("train", "--resume", two_runs / "A" / "last.npz", "--out", tmp_path / "busy")
+        resumed = run("train", "--resume", two_runs / "A" / "last.npz", "--out", tmp_path / "busy", "--epochs", "2")
         assert_clear_error(resumed, "another training is writing to")
     assert os.listdir(tmp_path / "busy") == [".lock"]
 

@@ -236,7 +236,7 @@ def _demo_layers(rng):
 
 
 def _blank_part(err):
-    """The part a ``NotImplementedError("part NAME")`` of the student version names (or the message)."""
+    """The part that a blank of the student version names in its NotImplementedError (or the message)."""
     text = str(err) or "a part"
     return text[len("part "):] if text.startswith("part ") else text
 
@@ -244,8 +244,8 @@ def _blank_part(err):
 def main(argv=None):
     """Gradient-check every layer and a small stack; print the relative errors.
 
-    In the student version some parts are still blank (``raise NotImplementedError("part
-    conv")``): the checks of what is written run, and the blanks are listed at the end.
+    In the student version some parts are still blank (they raise NotImplementedError, naming
+    the part): the checks of what is written run, and the blanks are listed at the end.
     Returns 0 when every check ran and passed, 1 when some part is not written yet.
     """
     import argparse
