@@ -87,3 +87,16 @@ def test_a_150_image_folder_validates_and_evaluates_as_it_trains(tmp_path):
 
     gaps, evaluated, reported, history = train_and_measure(tmp_path, precise_images=0)  # the running averages
     assert max(gaps) > 0.05, gaps  # measured: 0.41 at epoch 3; the saved model scored 0.60 against 0.67
+
+
+def test_precise_bn_batches_mix_the_classes_of_a_sorted_folder_and_keep_to_the_cap():
+    from tinyvgg.data import ArrayDataset
+    images = np.zeros((200, 8, 8, 3), np.uint8)
+    stored = ArrayDataset(images, np.repeat(np.arange(10), 20), list("abcdefghij"))  # class by class, as a folder
+    batches = list(precise_bn_batches(stored, parse_args(["--precise-bn", "64", "--batch-size", "16"]), 0.5, 0.25))
+    assert sum(len(y) for _, y in batches) == 64
+    assert all(len(np.unique(y)) >= 5 for _, y in batches), [np.unique(y) for _, y in batches]
+    again = list(precise_bn_batches(stored, parse_args(["--precise-bn", "64", "--batch-size", "16"]), 0.5, 0.25))
+    assert all(np.array_equal(y1, y2) for (_, y1), (_, y2) in zip(batches, again))  # the same order every epoch
+    assert precise_bn_batches(stored, parse_args(["--precise-bn", "0"]), 0.5, 0.25) is None
+    assert precise_bn_batches(stored, parse_args(["--no-batch-norm"]), 0.5, 0.25) is None

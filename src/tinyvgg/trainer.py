@@ -82,9 +82,10 @@ class Trainer:
     the weights (class names, normalization statistics, CLI arguments);
     precise_bn: training batches drawn without randomness (a
     :class:`~tinyvgg.data.BatchLoader` with no shuffling or augmentation, over the
-    training images or an even sample of them), over which batch normalization's
-    running statistics are recomputed at the end of every epoch, before validation and
-    the callbacks (None: the running averages as training left them).
+    training images, or a sample of them, in a fixed order that mixes the classes, as
+    ``train.precise_bn_batches`` makes), over which batch normalization's running
+    statistics are recomputed at the end of every epoch, before validation and the
+    callbacks (None: the running averages as training left them).
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
