@@ -36,7 +36,7 @@ HEAD_INITS = {"he": None, "small": "small_normal"}
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_EPOCHS = 10
 #: --precise-bn's default: recompute batch normalization's statistics over at most this many training
-#: images (an even sample), which costs about 2.5% of an epoch of the default run (benchmarks/README.md).
+#: images (a fixed random sample), which costs about 5% of an epoch of the default run (benchmarks/README.md).
 DEFAULT_PRECISE_BN_IMAGES = 1024
 
 
