@@ -33,7 +33,7 @@ def test_require_numpy_and_unknown_backend():
 
 def test_missing_cupy_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
-    with pytest.raises(backend.BackendUnavailable, match=r'pip install "tinyvgg\[gpu\]"'):
+    with pytest.raises(backend.BackendUnavailable, match=r'from a clone of tinyvgg with pip install -e "\.\[gpu\]"'):
         backend.require("cupy")
 
 

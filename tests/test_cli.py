@@ -113,6 +113,11 @@ def bad_folders(tmp_path):
     (["--warmup-epochs", "-1"], ["error:", "--warmup-epochs must be zero or positive"]),
     (["--data", "shapes:0"], ["error:", "at least 10"]),
     (["--data", "glyphs:99999999"], ["error:", "GiB of memory"]),
+    (["--seed", "-1"], ["error:", "--seed must be zero or positive, got -1"]),
+    (["--warmup-epochs", "1e308"], ["error:", "--warmup-epochs must be at most 1000"]),
+    (["--precise-bn", "-5"], ["error:", "--precise-bn must be zero or positive"]),
+    (["--fc-units", "400000"], ["error:", "GiB of memory, but this machine has", "lower --width, --fc-units"]),
+    (["--width", "4", "--image-size", "1024", "--fc-units", "4096"], ["error:", "GiB of memory"]),
 ])
 def test_bad_input_gets_one_clear_sentence(tmp_path, args, phrases):
     bad_folders(tmp_path)
@@ -150,10 +155,10 @@ def test_backend_cupy_when_cupy_is_not_installed(tmp_path):
     # a package named cupy that fails to import hides any real one, as on a machine without it
     (tmp_path / "hide" / "cupy").mkdir(parents=True)
     (tmp_path / "hide" / "cupy" / "__init__.py").write_text("raise ImportError('hidden by the test')")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "hide"), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-m", "tinyvgg.train", "--backend", "cupy", "--out", str(tmp_path / "r"),
                              *TINY], capture_output=True, text=True, env=env, timeout=120)
-    assert_clear_error(result, 'CuPy is not installed: install it with pip install "tinyvgg[gpu]"')
+    assert_clear_error(result, 'CuPy is not installed: install it from a clone of tinyvgg with pip install -e ".[gpu]"')
     doctor = subprocess.run([sys.executable, "-m", "tinyvgg.doctor"], capture_output=True, text=True, env=env)
     assert doctor.returncode == 0 and "CuPy is not installed" in doctor.stdout
 
@@ -217,3 +222,29 @@ def test_finetune_keeps_frozen_layers_and_trains_a_new_head(trained_run, tmp_pat
                        "--freeze-until needs --finetune")
     assert_clear_error(run("train", "--finetune", out / "best.npz", "--freeze-until", "block9", "--data",
                            tmp_path / "data", "--out", tmp_path / "y", "--quiet"), "no layer named 'block9'")
+
+
+def test_samples_writes_a_folder_that_train_and_predict_read(tmp_path, trained_run):
+    out, _ = trained_run
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.samples", "shapes", "--out", str(tmp_path / "s"),
+                             "--per-class", "2"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir())[:2] == ["cross", "diamond"]
+    assert len(list((tmp_path / "s").rglob("*.png"))) == 20
+    result = run("predict", tmp_path / "s" / "disk" / "0.png", "--checkpoint", out / "best.npz")
+    assert result.returncode == 0 and result.stdout.startswith(str(tmp_path / "s" / "disk" / "0.png")), result.stderr
+    again = subprocess.run([sys.executable, "-m", "tinyvgg.samples", "shapes", "--out", str(tmp_path / "s")],
+                           capture_output=True, text=True, timeout=60)
+    assert_clear_error(again, "already exists and is not an empty folder")
+
+
+def test_help_says_each_default_once_and_has_no_markup():
+    import re
+    for command in ("train", "predict", "evaluate", "samples", "import_keras"):
+        text = subprocess.run([sys.executable, "-m", f"tinyvgg.{command}", "--help"], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ, COLUMNS="200")).stdout
+        assert "``" not in text and "(default: None)" not in text, (command, text)
+        blocks = re.split(r"\n(?=  -)", text.split("options:")[1])  # one block per flag
+        assert all(block.count("default") <= 1 for block in blocks), (command, text)
+        for block in blocks[1:]:  # every flag but --help has a help text after its name and metavar
+            assert len(block.split()) > 2 + block.count(","), (command, block)

@@ -223,3 +223,18 @@ def test_a_linear_model_cannot_solve_the_shapes():
     trainer.fit(BatchLoader(train, 64, mean, std, shuffle=True, rng=rng), BatchLoader(val, 250, mean, std), epochs=8)
     assert trainer.history["accuracy"][-1] > 0.3  # it does fit its training images somewhat...
     assert max(trainer.history["val_accuracy"]) < 0.3  # ...but not new ones (a small VGG reaches ~98%)
+
+
+def test_a_photo_stored_rotated_with_an_exif_orientation_is_read_upright(tmp_path):
+    from PIL import Image
+
+    from tinyvgg.data import decode_image
+    stored = Image.new("RGB", (64, 32), (0, 0, 255))       # as the phone's sensor wrote it: wide,
+    stored.paste((255, 0, 0), (0, 0, 32, 32))              # red on the left, blue on the right
+    exif = stored.getexif()
+    exif[0x0112] = 6                                       # Orientation: turn 90 degrees clockwise to view
+    stored.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    image = decode_image(tmp_path / "photo.jpg", 32).astype(int)
+    top, bottom = image[:12].mean(axis=(0, 1)), image[-12:].mean(axis=(0, 1))
+    assert top[0] > 200 and top[2] < 60, top               # upright: the left (red) half is now on top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom

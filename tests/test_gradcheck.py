@@ -61,3 +61,23 @@ def test_the_demo_checks_every_layer(capsys):
     for name in ("Conv2D", "MaxPool2D", "Dense", "ReLU", "Dropout", "Flatten", "SoftmaxCrossEntropy", "random v"):
         assert name in out
     assert "all gradient checks passed" in out
+
+
+def test_main_checks_what_is_written_and_lists_the_blank_parts(monkeypatch, capsys):
+    from tinyvgg.layers import Conv2D, MaxPool2D
+
+    def blank(part):
+        def method(self, *args, **kwargs):
+            raise NotImplementedError(f"part {part}")
+        return method
+
+    assert gradcheck.main([]) == 0
+    assert "all gradient checks passed" in capsys.readouterr().out
+    monkeypatch.setattr(Conv2D, "forward", blank("conv"))   # as in a handout where conv and pool are still blank
+    monkeypatch.setattr(MaxPool2D, "backward", blank("pool"))
+    assert gradcheck.main([]) == 1
+    out = capsys.readouterr().out
+    assert "Dense(6, 4" in out and "dW" in out and "Traceback" not in out     # the written layers were checked
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("every written part passed its gradient check; not written yet: part conv (")
+    assert "part pool (needed by MaxPool2D" in last and "a small CNN using every layer" in last

@@ -10,7 +10,7 @@ import tinyvgg
 
 PACKAGE = pathlib.Path(tinyvgg.__file__).resolve().parent
 CORE = {"errors", "backend", "init", "im2col", "layers", "fastconv", "models", "optim", "gradcheck"}
-COMMANDS = {"train", "predict", "evaluate", "doctor", "import_keras", "assignments", "gradcheck"}
+COMMANDS = {"train", "predict", "evaluate", "doctor", "import_keras", "assignments", "gradcheck", "samples"}
 
 
 def module_name(path):

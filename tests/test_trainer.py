@@ -7,6 +7,7 @@ from tinyvgg import checkpoint
 from tinyvgg.data import BatchLoader, make_shapes
 from tinyvgg.models import vgg11
 from tinyvgg.optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau
+from tinyvgg.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
 from tinyvgg.trainer import (BestCheckpoint, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
                              TrainingDiverged)
 
@@ -43,29 +44,36 @@ def test_loss_falls_on_the_built_in_data():
     assert trainer.history["loss"][-1] < trainer.history["loss"][0] - 0.05
 
 
-def make_trainer(rng, folder, opt=SGD, batch_norm=False):
+def precise_batches(n=120):
+    """The training images of :func:`loaders` in order, unaugmented: what precise BN recomputes over."""
+    train = make_shapes(n, seed=0)
+    return BatchLoader(train, 32, *train.channel_stats())
+
+
+def make_trainer(rng, folder, opt=SGD, batch_norm=False, precise=False):
     model = small_model(rng) if not batch_norm else \
         vgg11(num_classes=10, input_shape=(32, 32, 3), width=0.125, fc_units=32, rng=rng, batch_norm=True)
     optimizer = opt(model.named_params(), lr=0.01)
     callbacks = [EarlyStopping(5), HistoryWriter(str(folder)), LastCheckpoint(str(folder / "last.npz"))]
     return Trainer(model, optimizer, rng, ReduceLROnPlateau(optimizer, patience=0), callbacks=callbacks,
                    meta={"class_names": list("0123456789")}, progress=False, warmup=LinearWarmup(optimizer, 6),
-                   clip_norm=1.0)
+                   clip_norm=1.0, precise_bn=precise_batches() if precise else None)
 
 
-@pytest.mark.parametrize("opt, batch_norm", [(SGD, False), (Adam, False), (SGD, True)])
-def test_one_epoch_plus_resume_equals_two_epochs_bit_for_bit(tmp_path, opt, batch_norm):
+@pytest.mark.parametrize("opt, batch_norm, precise", [(SGD, False, False), (Adam, False, False), (SGD, True, False),
+                                                      (SGD, True, True)])
+def test_one_epoch_plus_resume_equals_two_epochs_bit_for_bit(tmp_path, opt, batch_norm, precise):
     (tmp_path / "straight").mkdir()
     (tmp_path / "split").mkdir()
     rng = np.random.default_rng(7)
-    straight = make_trainer(rng, tmp_path / "straight", opt, batch_norm)
+    straight = make_trainer(rng, tmp_path / "straight", opt, batch_norm, precise)
     straight.fit(*loaders(rng), epochs=2)
 
     rng = np.random.default_rng(7)
-    first = make_trainer(rng, tmp_path / "split", opt, batch_norm)
+    first = make_trainer(rng, tmp_path / "split", opt, batch_norm, precise)
     first.fit(*loaders(rng), epochs=1)
     rng = np.random.default_rng(99)  # a fresh process: the checkpoint must restore everything
-    resumed = make_trainer(rng, tmp_path / "split", opt, batch_norm)
+    resumed = make_trainer(rng, tmp_path / "split", opt, batch_norm, precise)
     resumed.restore(checkpoint.load(str(tmp_path / "split" / "last.npz")))
     resumed.fit(*loaders(rng), epochs=2)
 
@@ -191,3 +199,45 @@ def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_pat
         np.testing.assert_array_equal(resumed.model.named_params()[name], p, err_msg=name)
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["val_accuracy"] == straight.history["val_accuracy"]
+
+
+def test_precise_bn_changes_only_the_running_statistics_and_draws_no_random_number():
+    """Training with precise BN is training without it, bit for bit, except the statistics saved for
+    evaluation, which are those recomputed over the training images after the last step."""
+    runs = {}
+    for precise in (False, True):
+        rng = np.random.default_rng(3)
+        model = vgg11(num_classes=10, input_shape=(32, 32, 3), width=0.125, fc_units=32, rng=rng, batch_norm=True)
+        optimizer = SGD(model.named_params(), lr=0.05)
+        trainer = Trainer(model, optimizer, rng, progress=False, precise_bn=precise_batches() if precise else None)
+        trainer.fit(loaders(rng)[0], epochs=2)
+        runs[precise] = trainer
+    plain, precise = runs[False], runs[True]
+    assert precise.rng.bit_generator.state == plain.rng.bit_generator.state
+    for name, value in plain.model.named_params().items():
+        np.testing.assert_array_equal(precise.model.named_params()[name], value, err_msg=name)
+    assert not np.array_equal(precise.model.named_buffers()["block1_bn1.running_mean"],
+                              plain.model.named_buffers()["block1_bn1.running_mean"])
+    recompute_batch_norm_statistics(plain.model, precise_batches())
+    for name, value in plain.model.named_buffers().items():
+        np.testing.assert_allclose(precise.model.named_buffers()[name], value, rtol=1e-6, err_msg=name)
+    assert len(batch_norm_layers(plain.model)) == 8
+
+
+def test_the_learning_rate_message_follows_the_epoch_line_it_belongs_to(capsys):
+    rng = np.random.default_rng(0)
+    model = small_model(rng, dropout=0.0)
+    optimizer = SGD(model.named_params(), lr=0.1)
+
+    class DivideBy10EveryEpoch:
+        def step(self, value):
+            optimizer.lr /= 10
+            return True
+
+    train = make_shapes(32, seed=0)
+    trainer = Trainer(model, optimizer, rng, DivideBy10EveryEpoch(), progress=True)
+    trainer.fit(BatchLoader(train, 32, *train.channel_stats()), epochs=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[0].startswith("epoch 1 ") and "lr 0.1 " in lines[0]
+    assert lines[1] == "learning rate reduced to 0.01 from epoch 2 on"
+    assert lines[2].startswith("epoch 2 ") and "lr 0.01 " in lines[2]

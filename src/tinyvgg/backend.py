@@ -49,7 +49,7 @@ def _import_cupy():
         import cupy
     except ImportError as err:
         raise BackendUnavailable(
-            'CuPy is not installed: install it with pip install "tinyvgg[gpu]", '
+            'CuPy is not installed: install it from a clone of tinyvgg with pip install -e ".[gpu]", '
             "or use --backend numpy to run on the CPU."
         ) from err
     except Exception as err:  # a broken wheel can fail with anything at import

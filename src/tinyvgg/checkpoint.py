@@ -20,11 +20,21 @@ import zipfile
 
 import numpy as np
 
+from . import memory
 from .backend import to_host
-from .errors import CheckpointError
+from .errors import CheckpointError, TinyVGGError
 
 FORMAT = "tinyvgg-checkpoint"
 VERSION = 1
+#: A member that expands more than this many times is refused before it is read: NumPy's float32
+#: weights hardly compress (about 1.1x), while a zip bomb of zeros expands about 1000x.
+MAX_EXPANSION = 100
+#: Members below this size are never refused for their expansion (a buffer of ones compresses well).
+SMALL_MEMBER = 2**20
+
+
+class SaveError(TinyVGGError, OSError):
+    """A file could not be written (a full disk, a read-only folder); the old file, if any, is untouched."""
 
 
 class Checkpoint:
@@ -73,9 +83,16 @@ def _ordinary_file_mode():
 
 
 def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    A :class:`SaveError` (one sentence) when the folder cannot take the file: a full disk, a
+    file size limit, a folder made read-only; the old ``path``, if any, is left as it was.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    except OSError as err:
+        raise _save_error(path, err) from None
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); give it an ordinary file's mode
             os.fchmod(fd, _ordinary_file_mode())
@@ -84,10 +101,20 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as err:
+        try:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        except OSError:
+            pass  # a folder made read-only: the run folder's next lock removes it (run_folder.py)
+        if isinstance(err, OSError) and not isinstance(err, TinyVGGError):
+            raise _save_error(path, err) from None
         raise
+
+
+def _save_error(path, err):
+    return SaveError(f"cannot write {path} ({err.strerror or err}); the previous version, if any, is untouched: "
+                     "free some disk space or make the folder writable, then run again.")
 
 
 def save(path, params, meta, optimizer=None, buffers=None):
@@ -107,14 +134,23 @@ def read_npz(path, max_bytes=None):
     ``np.load`` trusts each array's header: a crafted file that claims a 36 TiB array
     makes it try to allocate one. Here each member must be a plain ``.npy`` array (no
     objects: nothing is unpickled) whose header's size matches the bytes it holds, and
-    ``max_bytes`` (if given) caps their sum. Raises ValueError (or a zip error) otherwise.
+    ``max_bytes`` (if given) caps their sum. A member that would expand more than
+    MAX_EXPANSION times (a zip bomb: megabytes that decompress to gigabytes) is refused from
+    the sizes the zip directory declares, before anything is decompressed. Raises ValueError
+    (or a zip error) otherwise.
     """
     arrays, total = {}, 0
     with zipfile.ZipFile(path) as archive:
         members = archive.infolist()
+        declared = sum(info.file_size for info in members)
+        if max_bytes is not None and declared > max_bytes:
+            raise ValueError(f"its arrays would take {declared:,} bytes, more than the {max_bytes:,} available")
         for info in members:
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"{info.filename} is not an array")
+            if info.file_size > SMALL_MEMBER and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
+                raise ValueError(f"{info.filename} would expand from {info.compress_size:,} to {info.file_size:,} "
+                                 "bytes, which no checkpoint does (a zip bomb?)")
             with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
@@ -144,7 +180,7 @@ def load(path):
         raise CheckpointError(f"the checkpoint {path} is not a regular file; pass the path of a .npz written by "
                               "tinyvgg.")
     try:
-        arrays = read_npz(path)
+        arrays = read_npz(path, max_bytes=memory.available_bytes())
         if "meta" not in arrays:
             raise CheckpointError(f"{path} is an .npz file but not a tinyvgg checkpoint.")
         meta = json.loads(str(arrays.pop("meta")))
@@ -167,7 +203,10 @@ def load_model(path, backend="numpy"):
     if not isinstance(ckpt.meta.get("model_config"), dict):
         raise CheckpointError(f"{path} has no model configuration; was it written by an older tool?")
     try:
+        memory.check_inference(ckpt.meta["model_config"], path)
         model = build_model(ckpt.meta["model_config"])
+    except TinyVGGError:
+        raise
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path} describes a model tinyvgg cannot build: {err}") from None
     ckpt.load_into(model)
@@ -178,6 +217,12 @@ def load_classifier(path, backend="numpy"):
     """(model, checkpoint, class names, (mean, std)) for predicting: a model with its dense top, one
     class name per output, and the normalization its inputs need; a clear error for anything else."""
     model, ckpt = load_model(path, backend)
+    bad = [name for name, value in ckpt.params.items()
+           if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}"
+                              f"{'...' if len(bad) > 3 else ''}): the run that wrote it diverged; use an earlier "
+                              "best.npz, or train again with a lower --lr.")
     if not model.config.get("include_top", True):
         raise CheckpointError(f"{path} holds a convolutional base without the dense top (include_top=False): it "
                               "makes features, not class scores; fine-tune a head on it first with --finetune.")

@@ -1,7 +1,10 @@
 """What every command-line tool of tinyvgg shares: one clear sentence on a user's
 mistake, a non-zero exit code, and no traceback."""
+import argparse
 import os
+import re
 import sys
+import tempfile
 import warnings
 
 from .errors import TinyVGGError, UsageError
@@ -21,6 +24,11 @@ def output_path(path, flag, force=False, default=None):
         raise UsageError(f"{flag} {path}: the folder {folder} does not exist; create it first.")
     if os.path.exists(path) and not os.path.isfile(path):
         raise UsageError(f"{flag} {path} exists and is not a regular file; choose another name.")
+    try:  # the one sure test that the folder takes a new file (permissions, a read-only disk, /proc)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({err.strerror}); choose another folder.") from None
     if not os.path.exists(path) or (given and force):
         return path
     if given:
@@ -30,6 +38,23 @@ def output_path(path, flag, force=False, default=None):
     while os.path.exists(f"{stem}-{number}{ext}"):
         number += 1
     return f"{stem}-{number}{ext}"
+
+
+def summary(doc):
+    """A module docstring's first line for ``--help``, without its reStructuredText ````code```` marks."""
+    return re.sub(r"``(.*?)``", r"\1", doc.strip().split("\n")[0])
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` that shows a flag's default once: added only where the help text does not say it already,
+    and never for a flag that is off or unset by default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _short_warning(message, category, filename, lineno, line=None):

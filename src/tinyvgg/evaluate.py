@@ -6,7 +6,7 @@ class (all of it is evaluated), "shapes" or "glyphs" (the built-in validation im
 writes the confusion matrix as an image.
 """
 import argparse
-
+import os
 
 from . import backend, cli
 from .checkpoint import load_classifier
@@ -16,14 +16,15 @@ from .trainer import evaluate_model
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyvgg.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tinyvgg.evaluate", description=cli.summary(__doc__),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a best.npz or last.npz written by tinyvgg.train")
     p.add_argument("--data", required=True, help='a folder of class sub-folders, "shapes", "glyphs" or "cifar10:PATH"')
-    p.add_argument("--confusion", help="where to write the confusion matrix image (default: confusion.png, or "
-                                       "confusion-2.png and so on if that exists)")
+    p.add_argument("--confusion", help="where to write the confusion matrix image (default: confusion.png beside "
+                                       "the checkpoint, or confusion-2.png and so on if that exists)")
     p.add_argument("--force", action="store_true", help="replace an existing --confusion file")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy", help="where to compute")
     return p.parse_args(argv)
 
 
@@ -31,7 +32,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.batch_size < 1:
         raise cli.UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    confusion = cli.output_path(args.confusion, "--confusion", args.force, default="confusion.png")
+    default = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "confusion.png")
+    confusion = cli.output_path(args.confusion, "--confusion", args.force, default=default)
     backend.require(args.backend)
     model, _, names, (mean, std) = load_classifier(args.checkpoint, args.backend)
     size = model.input_shape[0]

@@ -28,6 +28,8 @@ from .data import is_regular_file
 from .models import vgg16
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: The most values one array of the file may hold: VGG16's largest weight, fc1's (7*7*512, 4096) kernel.
+MAX_ARRAY_SIZE = 7 * 7 * 512 * 4096
 
 
 def read_keras_weights(path):
@@ -45,14 +47,32 @@ def read_keras_weights(path):
             weights = {}
             for name in names:
                 layer = group[name]
+                if not isinstance(layer, h5py.Group):
+                    raise cli.UsageError(f"{path}: {name} is a single array where Keras stores a layer (a group of "
+                                         "arrays); pass a Keras VGG16 .h5 weights file.")
                 weight_names = [w.decode() if isinstance(w, bytes) else w for w in layer.attrs.get("weight_names", [])]
                 if weight_names:
-                    weights[name] = [np.asarray(layer[w]) for w in weight_names]
+                    weights[name] = [_read_array(path, layer, w) for w in weight_names]
             return weights
+    except cli.UsageError:
+        raise
     except FileNotFoundError:
         raise cli.UsageError(f"{path} does not exist; pass the path of a Keras VGG16 .h5 weights file.") from None
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise cli.UsageError(f"{path} is not a readable Keras weights file (HDF5): {err}") from None
+
+
+def _read_array(path, layer, name):
+    """One array of a layer group, its size checked from the header before it is read (an HDF5 array
+    can declare any shape and be filled lazily: a small file can claim terabytes)."""
+    import h5py
+    dataset = layer[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise cli.UsageError(f"{path}: {layer.name}/{name} is not an array; pass a Keras VGG16 .h5 weights file.")
+    if dataset.size > MAX_ARRAY_SIZE:
+        raise cli.UsageError(f"{path}: {layer.name}/{name} has shape {dataset.shape}, larger than any VGG16 weight "
+                             f"({MAX_ARRAY_SIZE:,} values); is this the weights file of another model?")
+    return np.asarray(dataset)
 
 
 def keras_vgg16(path, preprocessing="caffe", class_names=None):
@@ -96,7 +116,8 @@ def keras_vgg16(path, preprocessing="caffe", class_names=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyvgg.import_keras", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tinyvgg.import_keras", description=cli.summary(__doc__),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("weights", help="vgg16_weights_tf_dim_ordering_tf_kernels.h5 (or the _notop file)")
     p.add_argument("--out", help="the tinyvgg checkpoint to write (default: vgg16_keras.npz, or vgg16_keras-2.npz "
                                  "and so on if that exists)")
@@ -111,10 +132,13 @@ def main(argv=None):
         if os.path.exists(args.class_names) and not is_regular_file(args.class_names):
             raise cli.UsageError(f"--class-names {args.class_names} is not a regular file.")
         try:
-            with open(args.class_names) as f:
+            with open(args.class_names, encoding="utf-8") as f:
                 names = [line.strip() for line in f if line.strip()]
         except OSError as err:
             raise cli.UsageError(f"cannot read --class-names {args.class_names}: {err.strerror}.") from None
+        except UnicodeDecodeError as err:
+            raise cli.UsageError(f"--class-names {args.class_names} is not UTF-8 text (byte {err.start}); save it "
+                                 "as UTF-8.") from None
     model, meta = keras_vgg16(args.weights, args.preprocessing, names)
     checkpoint.save(out, model.named_params(), meta)
     print(f"wrote {out}: VGG16, {model.num_params():,} parameters, "

@@ -16,8 +16,6 @@ statistics it sees, the quantities training normalized with. Each layer still no
 every batch with its batch's statistics during this pass, so the layers above see what
 they saw in training.
 """
-import numpy as np
-
 from .layers import BatchNorm2D
 
 
@@ -31,7 +29,10 @@ def recompute_batch_norm_statistics(model, batches, max_images=None):
     ``batches``, of its batch statistics, each batch weighted by its number of images.
 
     batches: an iterable of ``(x, y)`` (a :class:`~tinyvgg.data.BatchLoader` without shuffling or
-    augmentation, so that the result is the same every time); max_images: stop once this many
+    augmentation, so that the result is the same every time). Each batch should mix the classes
+    as training's batches do: the mean of the batch variances misses the variance between the
+    batches' means, which is large when a batch holds one or two classes (a folder read in
+    order); a Subset in a fixed shuffled order gives both. max_images: stop once this many
     images were seen (None: all). Dropout is off and no layer keeps a cache. Returns the number of
     images used (0 when the model has no batch normalization: then nothing is run).
 

@@ -19,11 +19,12 @@ from .layers import softmax
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyvgg.predict", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tinyvgg.predict", description=cli.summary(__doc__),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, GIF, WebP)")
     p.add_argument("--checkpoint", required=True, help="a best.npz or last.npz written by tinyvgg.train")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to print per image")
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy", help="where to compute")
     return p.parse_args(argv)
 
 

@@ -13,6 +13,10 @@ latest state: ``--resume`` continues from it), ``history.json``/``.csv``,
 On several processes (``mpiexec -n 4 python -m tinyvgg.train --distributed``) the
 ranks split every batch and average their gradients (:mod:`tinyvgg.distributed`);
 rank 0 writes the run folder.
+
+With batch normalization, the running statistics that a saved model evaluates with are
+recomputed over (a sample of) the training images at the end of every epoch, before
+validation and saving (precise BN, :mod:`tinyvgg.precise_bn`; ``--precise-bn``).
 """
 import argparse
 import functools
@@ -23,8 +27,8 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, cli, distributed
-from .data import BatchLoader, open_dataset
+from . import backend, checkpoint, cli, distributed, memory
+from .data import BatchLoader, Subset, open_dataset
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
@@ -35,11 +39,16 @@ DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
 #: --head-init's choices: the initializer of the dense head (None: He for fc1 and fc2, Glorot for the logits)
 HEAD_INITS = {"he": None, "small": "small_normal"}
 DEFAULT_WARMUP_EPOCHS = 1.0
+DEFAULT_EPOCHS = 10
+#: --precise-bn's default: recompute batch normalization's statistics over at most this many training
+#: images (a fixed random sample), which costs about 5% of an epoch of the default run (benchmarks/README.md).
+DEFAULT_PRECISE_BN_IMAGES = 1024
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyvgg.train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parse_args(argv=None, defaults=True):
+    """The command line's settings; with ``defaults=False`` only those the command line gives."""
+    p = argparse.ArgumentParser(prog="python -m tinyvgg.train", description=cli.summary(__doc__),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
                    help="where to compute (run python -m tinyvgg.doctor to see what this machine has)")
     p.add_argument("--gpu-memory-limit", type=float, metavar="GB",
@@ -48,7 +57,7 @@ def parse_args(argv=None):
                    help='"shapes[:N]" or "glyphs[:N]" (built in, N training images), "cifar10:PATH", or a folder '
                         'with one sub-folder per class')
     p.add_argument("--val-data", help="a validation folder (default: a seeded 10%% of --data)")
-    p.add_argument("--model", choices=sorted(VGG_CONFIGS), default="vgg16")
+    p.add_argument("--model", choices=sorted(VGG_CONFIGS), default="vgg16", help="which VGG (the paper's A, B, D, E)")
     p.add_argument("--width", type=float, default=0.25, help="channel multiplier (1.0 = the paper)")
     p.add_argument("--image-size", type=int, default=32, help="images are resized to this (divisible by 32)")
     p.add_argument("--fc-units", type=int, default=256, help="units of the two hidden dense layers (paper: 4096)")
@@ -58,15 +67,17 @@ def parse_args(argv=None):
     p.add_argument("--head-init", choices=sorted(HEAD_INITS), default="he",
                    help="how the dense head starts: he (He for fc1 and fc2, Glorot for the logits) or small "
                         "(N(0, 0.01) as torchvision's VGG; the paper's --fc-units 4096 --dropout 0.5 needs it)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd")
+    p.add_argument("--epochs", type=int,
+                   help=f"train until this many epochs in all (default: {DEFAULT_EPOCHS}; with --resume, the run's "
+                        "own number, or a larger one to extend it)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per training step")
+    p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd", help="the update rule")
     p.add_argument("--lr", type=float, help="learning rate (default: 0.02 for sgd, 0.001 for adam)")
     p.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
                    help="raise the learning rate linearly from a tenth of --lr over this many epochs (0: off)")
     p.add_argument("--clip-norm", type=float,
                    help="scale the gradients down when their global norm exceeds this (default: off)")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on the weights (paper: 5e-4)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout rate of the dense layers (the paper's 0.5 is for 4096-unit layers, with "
@@ -75,7 +86,11 @@ def parse_args(argv=None):
     p.add_argument("--lr-patience", type=int, default=2,
                    help="divide the learning rate by 10 after this many epochs without improvement")
     p.add_argument("--augment", action="store_true", help="random flips and crops of the training images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precise-bn", type=int, default=DEFAULT_PRECISE_BN_IMAGES, metavar="IMAGES",
+                   help="at the end of every epoch, recompute batch normalization's statistics over this many "
+                        "training images (an even sample, or all of them if there are fewer; 0: keep the running "
+                        "averages, which lag behind the weights when an epoch is only a few steps)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the weights, the shuffles and the augmentation")
     p.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this last.npz")
     p.add_argument("--finetune", metavar="CHECKPOINT",
@@ -96,17 +111,25 @@ def parse_args(argv=None):
     p.add_argument("--accumulate", type=int, default=1, metavar="K",
                    help="split each batch into K micro-batches and add up their gradients before one update: "
                         "the same step with 1/K of the activation memory (batch normalization sees micro-batches)")
+    if not defaults:
+        for action in p._actions:  # unlike set_defaults, leaves no "==SUPPRESS==" string to convert
+            action.default = argparse.SUPPRESS
     return p.parse_args(argv)
 
 
 # The arguments a resumed run takes from its checkpoint, so that it continues the same run.
 RUN_ARGS = ("data", "val_data", "model", "width", "image_size", "fc_units", "batch_norm", "head_init", "batch_size",
             "optimizer", "lr", "warmup_epochs", "clip_norm", "momentum", "weight_decay", "dropout", "patience",
-            "lr_patience", "augment", "seed", "freeze_until", "sync_batch_norm", "accumulate")
+            "lr_patience", "augment", "seed", "freeze_until", "sync_batch_norm", "accumulate", "precise_bn")
+#: The settings a resumed run may change: they act from the next step on and keep the run sound
+#: (precise_bn changes only the statistics that evaluation uses). Any other that differs is refused.
+CHANGEABLE_ON_RESUME = ("lr", "clip_norm", "patience", "lr_patience", "precise_bn")
 
 #: The largest --image-size and --width: VGG16 at 1024x1024 needs about 2 GB of activations per
 #: image, and at width 4 over 2 billion parameters; beyond these a run would only exhaust memory.
-MAX_IMAGE_SIZE, MAX_WIDTH = 1024, 4.0
+MAX_IMAGE_SIZE, MAX_WIDTH = memory.MAX_IMAGE_SIZE, 4.0
+#: The longest --warmup-epochs: a ramp longer than any run (and a number of steps that stays an integer).
+MAX_WARMUP_EPOCHS = 1000
 
 
 def check_args(args):
@@ -116,7 +139,8 @@ def check_args(args):
                "--momentum": args.momentum, "--weight-decay": args.weight_decay, "--dropout": args.dropout,
                "--warmup-epochs": args.warmup_epochs, "--clip-norm": args.clip_norm,
                "--patience": args.patience, "--lr-patience": args.lr_patience,
-               "--gpu-memory-limit": args.gpu_memory_limit, "--accumulate": args.accumulate}
+               "--gpu-memory-limit": args.gpu_memory_limit, "--accumulate": args.accumulate,
+               "--precise-bn": args.precise_bn, "--seed": args.seed}
     for flag, value in numbers.items():
         if value is not None and not math.isfinite(value):
             raise cli.UsageError(f"{flag} must be a finite number, got {value}.")
@@ -137,9 +161,13 @@ def check_args(args):
     if not 0 <= args.momentum < 1:
         raise cli.UsageError(f"--momentum must be in [0, 1), got {args.momentum}.")
     for flag, value in {"--weight-decay": args.weight_decay, "--warmup-epochs": args.warmup_epochs,
-                        "--patience": args.patience, "--lr-patience": args.lr_patience}.items():
+                        "--patience": args.patience, "--lr-patience": args.lr_patience,
+                        "--precise-bn": args.precise_bn, "--seed": args.seed}.items():
         if value < 0:
             raise cli.UsageError(f"{flag} must be zero or positive, got {value}.")
+    if args.warmup_epochs > MAX_WARMUP_EPOCHS:
+        raise cli.UsageError(f"--warmup-epochs must be at most {MAX_WARMUP_EPOCHS}, got {args.warmup_epochs:g}; "
+                             "try 1 or 2.")
 
 
 def run_folder_path(args):
@@ -191,14 +219,25 @@ def start_from(model, source, args):
               f"{len(frozen)} layers frozen")
 
 
-def load_resumed(args):
-    """The checkpoint ``--resume`` continues; its run's settings replace the command line's."""
+def load_resumed(args, given=()):
+    """The checkpoint ``--resume`` continues; its run's settings replace the command line's.
+
+    ``given``: the settings the command line gave. One that differs from the saved run's is
+    applied if it is in CHANGEABLE_ON_RESUME, and refused otherwise; ``--epochs`` extends
+    the run (without it, the run keeps its own number of epochs).
+    """
     resumed = checkpoint.load(args.resume)
     saved = resumed.meta.get("args")
     if not isinstance(saved, dict) or not isinstance(resumed.meta.get("history"), dict):
         raise cli.UsageError(f"{args.resume} holds weights but no training state; --resume needs a last.npz "
                              "written by python -m tinyvgg.train.")
     defaults = parse_args([])
+    if "epochs" not in given:  # written before epochs were saved: that tool's default
+        args.epochs = saved.get("epochs", DEFAULT_EPOCHS)
+        if not isinstance(args.epochs, int) or isinstance(args.epochs, bool):
+            raise checkpoint.CheckpointError(f"{args.resume}: its saved setting epochs = {args.epochs!r} is "
+                                             "damaged; resume with --epochs N.")
+    changed = {}
     for name in RUN_ARGS:  # the same run goes on: its settings come from the checkpoint
         value, default = saved.get(name, getattr(defaults, name)), getattr(defaults, name)
         kind = {"lr": float, "clip_norm": float, "val_data": str, "freeze_until": str}.get(name, type(default))
@@ -208,10 +247,36 @@ def load_resumed(args):
                                   or choices is not None and value not in choices):
             raise checkpoint.CheckpointError(f"{args.resume}: its saved setting {name} = {value!r} is damaged; "
                                              "resume from a last.npz written by python -m tinyvgg.train.")
+        if name in given and getattr(args, name) != value:
+            if name not in CHANGEABLE_ON_RESUME:
+                flag = "--" + name.replace("_", "-")
+                raise cli.UsageError(f"{flag} {getattr(args, name)} would change the run that --resume continues "
+                                     f"(it was trained with {value}); leave {flag} out, or start a new run "
+                                     f"(--finetune {args.resume} starts from its weights).")
+            changed[name] = value  # the saved value; the command line's stays in args
+            continue
         setattr(args, name, value)
     if "batch_norm" not in saved:  # written before batch normalization existed: the plain network
         args.batch_norm = bool((resumed.meta.get("model_config") or {}).get("batch_norm", False))
+    for name, value in changed.items():
+        if not args.quiet:
+            print(f"--{name.replace('_', '-')} {getattr(args, name)} replaces the run's {value} from the next step on")
     return resumed
+
+
+def nothing_to_do(args, resumed):
+    """The sentence that says why a resumed run has no epoch left to train, or None."""
+    done = resumed.meta.get("epoch")
+    if not isinstance(done, int) or resumed.meta.get("position"):
+        return None  # a damaged count is reported by the restore; an interrupted epoch is always left to finish
+    if done >= args.epochs:
+        return (f"nothing to do: {args.resume} has trained {done} of its {args.epochs} epochs; pass --epochs N "
+                f"with N above {done} to train further.")
+    stopping = ((resumed.meta.get("callbacks") or {}).get("EarlyStopping") or {}).get("bad_epochs")
+    if isinstance(stopping, int) and args.patience and stopping >= args.patience:
+        return (f"nothing to do: the run of {args.resume} stopped early after epoch {done} (no improvement in "
+                f"{stopping} epochs); pass a --patience above {stopping} to train further.")
+    return None
 
 
 def load_finetune_source(args):
@@ -236,16 +301,26 @@ def main(argv=None):
         raise cli.UsageError("--finetune starts a new run and --resume continues one; pass only one.")
     if args.freeze_until and not (args.finetune or args.resume):
         raise cli.UsageError("--freeze-until needs --finetune CHECKPOINT (the weights to keep).")
-    resumed = load_resumed(args) if args.resume else None
+    resumed = load_resumed(args, vars(parse_args(argv, defaults=False))) if args.resume else None
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS
     source = load_finetune_source(args) if args.finetune else None
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     check_args(args)
+    if args.backend == "numpy":  # the host's memory, before any data is read (CuPy's pool reports its own)
+        memory.check_training(dict(depth=args.model, input_shape=(args.image_size, args.image_size, 3),
+                                   width=args.width, fc_units=args.fc_units, num_classes=2), args.batch_size)
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
             raise cli.UsageError("--gpu-memory-limit takes a positive number of GB and needs --backend cupy.")
         backend.set_gpu_memory_limit(args.gpu_memory_limit)
+    done = nothing_to_do(args, resumed) if resumed is not None else None
+    if done:  # every rank stops; rank 0 says why
+        if world.rank == 0:
+            print(done)
+        return 0
     if world.rank != 0:  # rank 0 owns the run folder; the others write nothing
         return run_training(args, None, resumed, source, world)
     out = run_folder_path(args)
@@ -281,8 +356,10 @@ def run_training(args, out, resumed, source, world=None):
     model.to(args.backend)
     optimizer = make_optimizer(args, model.named_params(trainable_only=True))
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience)
-    meta = {"args": {k: getattr(args, k) for k in RUN_ARGS}, "class_names": list(train_set.class_names),
+    meta = {"args": {k: getattr(args, k) for k in RUN_ARGS + ("epochs",)}, "class_names": list(train_set.class_names),
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
+    if resumed is not None and world.rank == 0:
+        keep_best_of_resumed_run(args.resume, out)
     callbacks = [EarlyStopping(args.patience), HistoryWriter(out), BestCheckpoint(os.path.join(out, "best.npz")),
                  LastCheckpoint(os.path.join(out, "last.npz")), CurvesPlot(os.path.join(out, "curves.png"))] \
         if world.rank == 0 else [EarlyStopping(args.patience)]  # the others decide the same, and write nothing
@@ -291,9 +368,13 @@ def run_training(args, out, resumed, source, world=None):
                           backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
-                      clip_norm=args.clip_norm)
+                      clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std))
     if resumed is not None:
         trainer.restore(resumed)
+        if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on
+            optimizer.lr = args.lr
+            if warmup is not None:
+                warmup.target_lr = args.lr  # a ramp still running now climbs to the new rate
     if world.size > 1 or args.accumulate > 1:
         trainer.parallel = distributed.DataParallel(model, world, args.accumulate, args.sync_batch_norm)
         trainer.parallel.check_batches(len(train_set), args.batch_size)
@@ -334,9 +415,36 @@ def run_training(args, out, resumed, source, world=None):
     return 0
 
 
+def precise_bn_batches(train_set, args, mean, std):
+    """The batches over which batch normalization's statistics are recomputed after every epoch:
+    --precise-bn training images (all of them if there are fewer), unaugmented, at the training
+    batch size, in one fixed shuffled order. Shuffled, because a batch of one or two classes (a
+    folder is stored class by class) has a far smaller variance than the data set; fixed, and
+    drawn from its own generator, so that the run's RNG is never touched and a resumed run
+    stays exact."""
+    if not args.batch_norm or not args.precise_bn:
+        return None
+    order = np.random.default_rng(0).permutation(len(train_set))[:args.precise_bn]
+    return BatchLoader(Subset(train_set, order), args.batch_size, mean, std, backend=args.backend)
+
+
+def keep_best_of_resumed_run(resume, out):
+    """A run resumed into a new folder starts there with a copy of its best.npz, so that the new
+    folder holds the whole run and a better model is never replaced by a worse one."""
+    best, target = os.path.join(os.path.dirname(os.path.abspath(resume)), "best.npz"), os.path.join(out, "best.npz")
+    if os.path.realpath(os.path.dirname(best)) != os.path.realpath(out) and os.path.isfile(best) \
+            and not os.path.exists(target):
+        with open(best, "rb") as f:
+            data = f.read()
+        checkpoint.atomic_write(target, lambda f: f.write(data))
+
+
 def finish(trainer, val_loader, out, progress):
     """Evaluate the best checkpoint on the validation data and draw its confusion matrix."""
     from .plots import confusion_matrix, plot_confusion, save_figure
+    if not os.path.exists(os.path.join(out, "best.npz")):  # no epoch gave finite numbers
+        print(f"no best.npz was saved (no epoch scored); results in {out}")
+        return
     best = checkpoint.load(os.path.join(out, "best.npz"))
     best.load_into(trainer.model)
     result = evaluate_model(trainer.model, val_loader)

@@ -9,10 +9,13 @@ One training step is the whole story of the package in four lines::
 
 :class:`Trainer` repeats it over epochs, evaluates on validation data, keeps the
 history and calls the callbacks (best and last checkpoints, learning-rate decay
-on plateau, early stopping). Its :meth:`Trainer.save` writes everything a
-resumed run needs, including the RNG state and, after a Ctrl-C, the position
-inside the epoch, so that 1 epoch + resume 1 epoch equals 2 epochs straight, and
-so does a run interrupted anywhere and resumed.
+on plateau, early stopping). Before each validation (and so before each save) it
+can recompute batch normalization's running statistics over the training images
+(``precise_bn``, see :mod:`tinyvgg.precise_bn`), so that every validation number
+and every saved model uses statistics that describe the weights as they are.
+Its :meth:`Trainer.save` writes everything a resumed run needs, including the RNG
+state and, after a Ctrl-C, the position inside the epoch, so that 1 epoch + resume
+1 epoch equals 2 epochs straight, and so does a run interrupted anywhere and resumed.
 """
 import contextlib
 import csv
@@ -31,6 +34,7 @@ from .backend import to_host
 from .errors import TrainingDiverged
 from .layers import SoftmaxCrossEntropy
 from .optim import clip_grad_norm
+from .precise_bn import recompute_batch_norm_statistics
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -75,14 +79,20 @@ class Trainer:
     the model's dropout layers and the batch loader (saved with checkpoints);
     scheduler: e.g. :class:`~tinyvgg.optim.ReduceLROnPlateau`, stepped on
     ``monitor`` after each epoch; meta: what checkpoints should carry besides
-    the weights (class names, normalization statistics, CLI arguments).
+    the weights (class names, normalization statistics, CLI arguments);
+    precise_bn: training batches drawn without randomness (a
+    :class:`~tinyvgg.data.BatchLoader` with no shuffling or augmentation, over the
+    training images, or a sample of them, in a fixed order that mixes the classes, as
+    ``train.precise_bn_batches`` makes), over which batch normalization's running
+    statistics are recomputed at the end of every epoch, before validation and the
+    callbacks (None: the running averages as training left them).
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
-                 meta=None, progress=True, warmup=None, clip_norm=None):
+                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None):
         self.model, self.optimizer, self.rng, self.scheduler = model, optimizer, rng, scheduler
         self.monitor, self.callbacks, self.meta, self.progress = monitor, list(callbacks), dict(meta or {}), progress
-        self.warmup, self.clip_norm = warmup, clip_norm
+        self.warmup, self.clip_norm, self.precise_bn = warmup, clip_norm, precise_bn
         self.loss_fn = SoftmaxCrossEntropy()
         self.history = {k: [] for k in HISTORY_KEYS}
         self.epoch = 0
@@ -177,6 +187,8 @@ class Trainer:
             loss, accuracy = self.train_epoch(train_loader, epochs)
             logs = {"epoch": self.epoch + 1, "loss": loss, "accuracy": accuracy, "val_loss": None,
                     "val_accuracy": None, "lr": self.optimizer.lr}  # the rate of the epoch's last step
+            if self.precise_bn is not None:  # statistics of these weights, not a lagging average (no RNG drawn)
+                recompute_batch_norm_statistics(self.model, self.precise_bn)
             if val_loader is not None:
                 val = evaluate_model(self.model, val_loader, self.progress, desc="validating")
                 if self.parallel is not None:  # each rank validated its part: add them up
@@ -190,11 +202,12 @@ class Trainer:
             for key in HISTORY_KEYS:
                 self.history[key].append(logs[key])
             warming_up = self.warmup is not None and self.warmup.active
-            if self.scheduler is not None and not warming_up and self.scheduler.step(self.monitored(logs)):
-                self.log(f"learning rate reduced to {self.optimizer.lr:g}")
-            for callback in self.callbacks:
+            reduced = self.scheduler is not None and not warming_up and self.scheduler.step(self.monitored(logs))
+            for callback in self.callbacks:  # after the scheduler: a saved state holds the reduced rate
                 callback.on_epoch_end(self, logs)
             self.log(format_logs(logs))
+            if reduced:  # after the epoch's line, whose lr is the rate that epoch trained at
+                self.log(f"learning rate reduced to {self.optimizer.lr:g} from epoch {self.epoch + 1} on")
             if self._interrupted():  # Ctrl-C during validation: stop at the end of the epoch
                 raise KeyboardInterrupt
 

@@ -44,6 +44,20 @@ def _read_cifar_batch(path):
     return np.ascontiguousarray(images), labels
 
 
+def _read_label_names(path, default):
+    """The ten class names in CIFAR-10's ``batches.meta``; a DataError for anything else in it."""
+    try:
+        with open(path, "rb") as f:
+            entries = _PlainDataUnpickler(f, encoding="bytes").load()
+        names = [n.decode() if isinstance(n, bytes) else n for n in entries.get(b"label_names", default)]
+    except Exception as err:  # a crafted file can fail in any way: nothing in it is ever run
+        raise DataError(f"{path} is not CIFAR-10's batches.meta ({type(err).__name__}: {err}); "
+                        "download cifar-10-python.tar.gz again.") from None
+    if len(names) != len(default) or not all(isinstance(n, str) and n for n in names):
+        raise DataError(f"{path} does not hold CIFAR-10's ten class names; download cifar-10-python.tar.gz again.")
+    return names
+
+
 def load_cifar10(folder, image_size=32):
     """(train, test) from CIFAR-10's python batches in ``folder``."""
     if not os.path.isdir(folder):
@@ -52,9 +66,7 @@ def load_cifar10(folder, image_size=32):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     meta = os.path.join(folder, "batches.meta")
     if is_regular_file(meta):
-        with open(meta, "rb") as f:
-            entries = _PlainDataUnpickler(f, encoding="bytes").load()
-        names = [n.decode() if isinstance(n, bytes) else n for n in entries.get(b"label_names", names)]
+        names = _read_label_names(meta, names)
     parts = [_read_cifar_batch(os.path.join(folder, f"data_batch_{i}")) for i in range(1, 6)]
     train_x, train_y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     test_x, test_y = _read_cifar_batch(os.path.join(folder, "test_batch"))

@@ -13,11 +13,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def decode_image(path, image_size):
-    """Open an image file as RGB uint8 ``(size, size, 3)``; grayscale, palette and
-    alpha images are converted (alpha composited on white), then resized."""
-    from PIL import Image
+    """Open an image file as RGB uint8 ``(size, size, 3)``; turned upright as its EXIF
+    orientation tag says (phones store photos rotated and tag them), grayscale, palette and
+    alpha images converted (alpha composited on white), then resized."""
+    from PIL import Image, ImageOps
     with Image.open(path) as img:
         img.load()
+        img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

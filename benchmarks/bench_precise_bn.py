@@ -1,0 +1,102 @@
+"""Which running statistics should evaluation use? Plain, bias-corrected, or precise BN.
+
+Trains the default network (VGG16 at width 0.25, batch normalization, SGD 0.02 with
+a one-epoch warm-up) and, after every epoch, scores the validation data three ways
+with the same weights:
+
+- plain: the layers' running averages (momentum 0.9), what tinyvgg used before;
+- corrected: the same averages started at zero and divided by 1 - 0.9^t (Adam's bias
+  correction), which removes the start-up bias but not the lag behind moving weights;
+- precise: the statistics recomputed over the training images (precise_bn).
+
+It also times the precise pass against the epoch. Run::
+
+    python benchmarks/bench_precise_bn.py shapes [EPOCHS]   # 150 shapes (15 a class), 300 validation
+    python benchmarks/bench_precise_bn.py glyphs [EPOCHS]   # the same with the built-in digits
+    python benchmarks/bench_precise_bn.py large [EPOCHS]    # the default run's 6000 shapes, 1000 validation
+"""
+import sys
+import time
+
+import numpy as np
+
+from tinyvgg.data import BatchLoader, Subset, open_dataset
+from tinyvgg.models import build_model
+from tinyvgg.optim import FastSGD, LinearWarmup, ReduceLROnPlateau
+from tinyvgg.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
+from tinyvgg.trainer import Trainer, evaluate_model
+
+
+def track_bias_corrected(layer):
+    """Shadow the layer's running statistics with zero-started ones and a step count."""
+    shadow = {"mean": np.zeros_like(layer.buffers["running_mean"]),
+              "var": np.zeros_like(layer.buffers["running_var"]), "t": 0}
+    update = layer.update_running_statistics
+
+    def wrapped(mean, var):
+        update(mean, var)
+        m = layer.momentum
+        shadow["mean"] = m * shadow["mean"] + (1 - m) * mean
+        shadow["var"] = m * shadow["var"] + (1 - m) * var
+        shadow["t"] += 1
+    layer.update_running_statistics = wrapped
+    return shadow
+
+
+def score_with(model, layers, stats, loader):
+    """Validation accuracy with the given per-layer (mean, var), then the layers' own restored."""
+    saved = [(layer.buffers["running_mean"].copy(), layer.buffers["running_var"].copy()) for layer in layers]
+    for layer, (mean, var) in zip(layers, stats):
+        layer.buffers["running_mean"][...], layer.buffers["running_var"][...] = mean, var
+    accuracy = evaluate_model(model, loader)["accuracy"]
+    for layer, (mean, var) in zip(layers, saved):
+        layer.buffers["running_mean"][...], layer.buffers["running_var"][...] = mean, var
+    return accuracy
+
+
+def main(which="small", epochs=None):
+    name, epochs = (which, int(epochs or 10)) if which in ("shapes", "glyphs") else ("shapes", int(epochs or 3))
+    spec = f"{name}:150" if which != "large" else "shapes"
+    train_set, val_set = open_dataset(spec, 32, seed=0)
+    if which != "large":
+        val_set = open_dataset(f"{name}:300", 32, seed=1)[0]
+    mean, std = train_set.channel_stats()
+    rng = np.random.default_rng(0)
+    model = build_model(dict(depth="vgg16", num_classes=10, input_shape=(32, 32, 3), width=0.25, fc_units=256,
+                             dropout=0.0, include_top=True, init="he_normal", batch_norm=True), rng=rng)
+    layers = batch_norm_layers(model)
+    shadows = [track_bias_corrected(layer) for layer in layers]
+    optimizer = FastSGD(model.named_params(trainable_only=True), lr=0.02, momentum=0.9, weight_decay=5e-4)
+    loader = BatchLoader(train_set, 64, mean, std, shuffle=True, rng=rng)
+    val_loader = BatchLoader(val_set, 256, mean, std)
+    trainer = Trainer(model, optimizer, rng, ReduceLROnPlateau(optimizer, factor=0.1, patience=2), progress=False,
+                      warmup=LinearWarmup(optimizer, len(loader)))
+    print(f"{spec}: {len(train_set)} training, {len(val_set)} validation images; {len(loader)} steps an epoch")
+    print("epoch  train_acc  val_plain  val_corrected  val_precise  train_precise  epoch_s  precise_s(all)  "
+          "precise_s(1024)")
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        trainer.fit(loader, None, epochs=epoch)
+        seconds = time.perf_counter() - start
+        plain = evaluate_model(model, val_loader)["accuracy"]
+        corrected = score_with(model, layers, [(s["mean"] / (1 - 0.9 ** s["t"]), s["var"] / (1 - 0.9 ** s["t"]))
+                                               for s in shadows], val_loader)
+        saved = [(layer.buffers["running_mean"].copy(), layer.buffers["running_var"].copy()) for layer in layers]
+        start = time.perf_counter()
+        recompute_batch_norm_statistics(model, BatchLoader(train_set, 64, mean, std))
+        precise_all = time.perf_counter() - start
+        sample = Subset(train_set, np.linspace(0, len(train_set) - 1, min(1024, len(train_set))).astype(np.int64))
+        start = time.perf_counter()
+        recompute_batch_norm_statistics(model, BatchLoader(sample, 64, mean, std))
+        precise_1024 = time.perf_counter() - start
+        precise = evaluate_model(model, val_loader)["accuracy"]
+        train_precise = evaluate_model(model, BatchLoader(train_set, 256, mean, std))["accuracy"]
+        for layer, (m, v) in zip(layers, saved):  # training goes on from the layers' own averages
+            layer.buffers["running_mean"][...], layer.buffers["running_var"][...] = m, v
+        print(f"{epoch:5d}  {trainer.history['accuracy'][-1]:9.3f}  {plain:9.3f}  {corrected:13.3f}  "
+              f"{precise:11.3f}  {train_precise:13.3f}  {seconds:7.1f}  {precise_all:14.2f}  {precise_1024:15.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
