@@ -12,8 +12,9 @@
    runs a part written in ``src/tinyvgg``, after the text that asks for it). Anything earlier is a
    traceback before the student's turn.
 
-    python .ci/handout_lessons.py          # every lesson
-    python .ci/handout_lessons.py 2 5      # lessons 2 and 5 only
+    python .ci/handout_lessons.py                  # every lesson
+    python .ci/handout_lessons.py 2 5              # lessons 2 and 5 only
+    python .ci/handout_lessons.py --before 10      # lesson 10, the second check only
 """
 import os
 import re
@@ -77,7 +78,8 @@ def run_to_the_students_turn(folder, number, own):
 
 
 def main(argv):
-    wanted = {f"{int(a):02d}" for a in argv} or {number for number, _ in LESSON_PARTS}
+    before_only = "--before" in argv
+    wanted = {f"{int(a):02d}" for a in argv if a != "--before"} or {number for number, _ in LESSON_PARTS}
     failed = []
     saved_path = os.environ.get("PYTHONPATH")
     with tempfile.TemporaryDirectory(prefix="tinyvgg-handout-") as scratch:
@@ -87,13 +89,14 @@ def main(argv):
             later = [p for _, parts in LESSON_PARTS[k + 1:] for p in parts]
             folder = os.path.join(scratch, f"upto-{number}")
             handout.make(folder, later)
-            start = time.perf_counter()
-            error = run_to_the_end(folder, number)
-            print(f"{lesson_file(folder, number):45s} blanks: {', '.join(later) or 'exercises only':45s} "
-                  f"{'FAILED' if error else 'ok'} in {time.perf_counter() - start:.0f} s", flush=True)
-            if error:
-                print(error)
-                failed.append(number)
+            if not before_only:
+                start = time.perf_counter()
+                error = run_to_the_end(folder, number)
+                print(f"{lesson_file(folder, number):45s} blanks: {', '.join(later) or 'exercises only':45s} "
+                      f"{'FAILED' if error else 'ok'} in {time.perf_counter() - start:.0f} s", flush=True)
+                if error:
+                    print(error)
+                    failed.append(number)
             if not own:
                 continue
             folder = os.path.join(scratch, f"before-{number}")
@@ -103,7 +106,8 @@ def main(argv):
             os.environ.pop("PYTHONPATH", None)
             if saved_path is not None:
                 os.environ["PYTHONPATH"] = saved_path
-            print(f"{'':45s} blanks: {', '.join(own + later):45s} {what} in {time.perf_counter() - start:.0f} s",
+            print(f"{lesson_file(folder, number) if before_only else '':45s} blanks: {', '.join(own + later):45s} "
+                  f"{what} in {time.perf_counter() - start:.0f} s",
                   flush=True)
             if error:
                 print(error)
