@@ -79,7 +79,8 @@ def im2col(x, kernel_size=3, padding="same"):
     K = kernel_size
     Ho, Wo = output_hw(x.shape, K, pad)
     x_pad = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (N, H+2p, W+2p, C)
-    # [part im2col] hint: fill cols (N, Ho, Wo, K, K, C) with K*K slice copies: tap (i, j) is x_pad shifted by (i, j)
+    # [part im2col] hint: fill cols (N, Ho, Wo, K, K, C) with one slice copy per kernel tap (i, j): which block of
+    # x_pad does tap (i, j) of every window read?
     ### BEGIN SOLUTION
     cols = xp.empty((N, Ho, Wo, K, K, C), dtype=x.dtype)
     for i in range(K):
@@ -103,7 +104,8 @@ def col2im(cols, x_shape, kernel_size=3, padding="same"):
     K = kernel_size
     Ho, Wo = output_hw(x_shape, K, pad)
     cols = cols.reshape(N, Ho, Wo, K, K, C)  # (N*Ho*Wo, KH*KW*C) -> (N, Ho, Wo, KH, KW, C)
-    # [part im2col] hint: add tap (i, j) of every patch back onto the padded gradient where im2col copied it from
+    # [part im2col] hint: the adjoint of im2col: each entry of cols is added back onto the pixel it was copied from,
+    # one slice per tap; then drop the padding
     ### BEGIN SOLUTION
     dx_pad = xp.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=cols.dtype)
     for i in range(K):

@@ -343,7 +343,8 @@ class Dense(Layer):
 
     def forward(self, x, train=False):
         _check_input(self, x, 2, self.in_features, "(N, in_features)")
-        # [part dense] hint: out = x @ W + b; keep x for backward when training
+        # [part dense] hint: lesson 2: each output is a weighted sum of every input plus a bias, the whole batch in one
+        # product; keep what backward needs, only when training
         ### BEGIN SOLUTION
         self.cache = x if train else None
         return x @ self.params["W"] + self.params["b"]  # (N, in) @ (in, out) -> (N, out)
@@ -364,7 +365,7 @@ class ReLU(Layer):
     """out = max(x, 0); the gradient passes where x > 0 and is 0 elsewhere."""
 
     def forward(self, x, train=False):
-        # [part relu] hint: out = max(x, 0); keep what backward needs to know where x > 0
+        # [part relu] hint: keep the positive part of x; when training, keep what backward needs (and no more)
         ### BEGIN SOLUTION
         xp = get_array_module(x)
         out = xp.maximum(x, 0)
@@ -403,8 +404,8 @@ class Dropout(Layer):
         self.fixed_mask = self.cache if hold else None
 
     def forward(self, x, train=False):
-        # [part dropout] hint: identity at evaluation; in training keep each unit with probability 1 - rate
-        # (self.rng.random, on the host) and scale the kept ones by 1 / (1 - rate); use fixed_mask if set
+        # [part dropout] hint: lesson 4's inverted dropout; draw the mask with self.rng.random (on the host), or use
+        # fixed_mask when it is set; what must evaluation do, given how training scaled?
         ### BEGIN SOLUTION
         if not train or self.rate == 0.0:
             self.cache = None
@@ -490,7 +491,7 @@ class SoftmaxCrossEntropy(Loss):
                              f"and dtype {labels.dtype}.")
         if xp is np and N and (labels.min() < 0 or labels.max() >= K):  # on a GPU this check would stall
             raise ValueError(f"labels must lie in [0, {K}), got values from {labels.min()} to {labels.max()}.")
-        # [part softmax] hint: log-softmax after subtracting each row's max; loss = mean of -log p[label];
+        # [part softmax] hint: lesson 3's log-sum-exp trick, row by row; the loss is a mean over the batch;
         # cache (probs, labels)
         ### BEGIN SOLUTION
         shifted = logits - logits.max(axis=1, keepdims=True)                  # (N, K), max is 0
@@ -500,7 +501,7 @@ class SoftmaxCrossEntropy(Loss):
         ### END SOLUTION
 
     def backward(self, dout=1.0):
-        # [part softmax] hint: dlogits = (probs - onehot(labels)) / N, times dout
+        # [part softmax] hint: lesson 3's derivation, remembering the loss is a mean over N; then the chain rule with dout
         ### BEGIN SOLUTION
         probs, labels = self.cache
         xp = get_array_module(probs)
