@@ -397,8 +397,8 @@ def test_answers_must_be_real_float_arrays(tmp_path, answer, kind):
     (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
     (["--seed", str(2**32)], "--seed must be between 0 and 2**32 - 1"),
     (["--parts", "relu", "relu", "dense"], "--parts names relu more than once"),
-    (["--csv", "/proc/x.csv"], "--csv /proc/x.csv: cannot write in its folder"),
-    (["--json", "/proc/x.json"], "--json /proc/x.json: cannot write in its folder"),
+    (["--csv", "/proc/x.csv"], "--csv /proc/x.csv: cannot write in /proc"),
+    (["--json", "/proc/x.json"], "--json /proc/x.json: cannot write in /proc"),
 ])
 def test_bad_options_are_refused_before_grading(args, message):
     result = cli(REPO, *args)

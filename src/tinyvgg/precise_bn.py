@@ -46,10 +46,10 @@ def recompute_batch_norm_statistics(model, batches, max_images=None):
     momenta = [layer.momentum for layer in layers]
     seen = 0
     try:
-        for x, _ in batches:
+        for x, y in batches:
             if max_images is not None and seen >= max_images:
                 break
-            m = len(x)
+            m = len(x) if y is None else len(y)  # the batch's size: under data parallelism x holds this rank's rows
             for layer in layers:
                 layer.momentum = seen / (seen + m)     # the first batch replaces what was there
             for layer in model.layers:

@@ -368,7 +368,7 @@ def run_training(args, out, resumed, source, world=None):
                           backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
-                      clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std))
+                      clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world))
     if resumed is not None:
         trainer.restore(resumed)
         if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on
@@ -415,17 +415,21 @@ def run_training(args, out, resumed, source, world=None):
     return 0
 
 
-def precise_bn_batches(train_set, args, mean, std):
+def precise_bn_batches(train_set, args, mean, std, world=None):
     """The batches over which batch normalization's statistics are recomputed after every epoch:
     --precise-bn training images (all of them if there are fewer), unaugmented, at the training
     batch size, in one fixed shuffled order. Shuffled, because a batch of one or two classes (a
     folder is stored class by class) has a far smaller variance than the data set; fixed, and
     drawn from its own generator, so that the run's RNG is never touched and a resumed run
-    stays exact."""
+    stays exact. With synchronized batch normalization on several ranks each rank takes its rows of
+    every batch, as in training, so that the statistics are exactly one process's; otherwise every
+    rank recomputes the same statistics from whole batches."""
     if not args.batch_norm or not args.precise_bn:
         return None
     order = np.random.default_rng(0).permutation(len(train_set))[:args.precise_bn]
-    return BatchLoader(Subset(train_set, order), args.batch_size, mean, std, backend=args.backend)
+    loader = functools.partial(distributed.ShardedBatchLoader, world=world) \
+        if world is not None and world.size > 1 and args.sync_batch_norm else BatchLoader
+    return loader(Subset(train_set, order), args.batch_size, mean, std, backend=args.backend)
 
 
 def keep_best_of_resumed_run(resume, out):
