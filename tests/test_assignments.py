@@ -381,3 +381,18 @@ def test_cli_refuses_bad_options_before_grading(tmp_path, args, message):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert "points" not in result.stdout  # refused before any grading
+
+
+def test_make_into_a_folder_that_cannot_be_written_says_so_in_one_sentence(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "make", "/proc/handout"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: cannot write the student version to /proc/handout")
+
+
+def test_the_student_readme_lists_each_hint_whole(student):
+    readme = (student / "README.md").read_text()
+    source = (REPO / PKG / "layers.py").read_text()
+    start = source.index("# [part batchnorm] hint:")
+    continued = source[start:].split("\n")[1].strip().lstrip("#").strip()  # the hint's second comment line
+    assert continued and continued in readme

@@ -71,7 +71,8 @@ def strip_solutions(text, parts, where="code", blanks=None):
                 raise ValueError(f"{where}: '{BEGIN}' for part {part} has no '{END}'") from None
             if part in parts:
                 if blanks is not None:
-                    blanks.append((part, header.group(3), len(out) + 1))
+                    hint = " ".join([header.group(3)] + [line.strip().lstrip("#").strip() for line in lines[i + 1:begin]])
+                    blanks.append((part, hint, len(out) + 1))  # the whole hint, over all its comment lines
                 out += lines[i:begin] + [f"{indent}# YOUR CODE HERE",
                                          f'{indent}raise NotImplementedError("part {part}")']
             else:
@@ -210,10 +211,22 @@ def student_modules():
 
 def make(out_dir, parts):
     """Write the student version of the package (and marked lessons) into ``out_dir``; returns the
-    number of lesson notebooks converted. The copy has the repository's layout: ``src/tinyvgg``."""
+    number of lesson notebooks converted. The copy has the repository's layout: ``src/tinyvgg``.
+    A folder that cannot be written gets one sentence, and what this call made is removed again."""
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise UsageError(f"{out_dir} already exists and is not an empty folder; choose a new folder for the "
                          "student version.")
+    made = not os.path.exists(out_dir)
+    try:
+        return _write_student_version(out_dir, parts)
+    except OSError as err:
+        if made:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise UsageError(f"cannot write the student version to {out_dir} ({err.strerror}); choose a folder "
+                         "you can write.") from None
+
+
+def _write_student_version(out_dir, parts):
     package = os.path.join(out_dir, "src", "tinyvgg")
     graded, optional = [], []
     for name, source in student_modules():
