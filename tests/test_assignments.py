@@ -105,7 +105,7 @@ def test_the_student_version_carries_no_solution_and_no_loop_version(student):
     assert not list(student.rglob("naive.py"))
     solution_lines = ["cols[:, :, :, i, j, :] = x_pad[:, i:i + Ho, j:j + Wo, :]", "dW2 += cols.T @ dout_2d",
                       "windows.max(axis=(2, 4))", "dgamma = ones @ (dout2 * xhat)", "dgamma = (dout2 * xhat).sum(axis=0)",
-                      "v -= self.lr * g"]
+                      "v -= self.lr * g", "dx = scale * (dout2 - sums[:C] / m"]
     for line in solution_lines:
         assert not any(line in text for text in files.values()), line
     readme = (student / "README.md").read_text()  # every blank listed, the optional ones of fastconv.py too
