@@ -176,8 +176,6 @@ def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode, 
     task = checks.make_task(part, seed)
     status, answer_path, log_path, cpu = _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes,
                                                     part_cgroup)
-    if status != "timeout" and os.path.isfile(log_path) and os.path.getsize(log_path) > LOG_CAP:
-        status = "output"  # a flood faster than the watch looks: the file-size limit stopped it first
     failed = {"timeout": f"stopped after {timeout:g} s (an endless loop?)",
               "output": f"stopped: it printed more than {LOG_CAP >> 20} MB",
               "disk": f"stopped: it wrote more than {DISK_CAP >> 20} MB of files",

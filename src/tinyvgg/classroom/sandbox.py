@@ -291,7 +291,7 @@ def folder_bytes(folder, stop_at):
 def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preexec=None, reap=True):
     """Run ``command`` with its output in ``log_path``; stop it (and everything it started) at
     ``timeout`` seconds, when the log passes ``log_cap`` bytes, or when the files under
-    ``watch = (folder, cap)`` pass ``cap`` bytes (looked at twice a second). ``preexec`` runs in
+    ``watch = (folder, cap)`` pass ``cap`` bytes (looked at twice a second, and once more at the end). ``preexec`` runs in
     the child before the command (it enters the part's cgroup). ``reap`` False skips the hunt for
     escaped processes (a :class:`Reaper`): bwrap's PID namespace already ends every one of them.
 
@@ -330,6 +330,10 @@ def run_limited(command, cwd, env, timeout, log_path, log_cap, watch=None, preex
             proc.wait()
             if reap:
                 reaper.kill_strays()
+    if status is None and os.path.getsize(log_path) > log_cap:  # a last look: the child may have flooded
+        status = "output"                                         # or filled its folder faster than the watch
+    elif status is None and watch and folder_bytes(watch[0], watch[1]) > watch[1]:
+        status = "disk"
     if status is None:
         code = proc.returncode
         signum = -code if code < 0 else code - 128 if code > 128 else None
