@@ -13,6 +13,8 @@ must agree with, a loss it must reach)::
 An unanswered exercise only prints "Not done yet", so a lesson runs to its end before
 you have done its exercise.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 
@@ -40,3 +42,24 @@ def close(got, expected, what, tol=1e-6):
     denom = np.linalg.norm(got) + np.linalg.norm(expected)
     error = 0.0 if denom == 0 else float(np.linalg.norm(got - expected) / denom)
     assert error < tol, f"{what} is off (relative error {error:.1e})"
+
+
+@contextmanager
+def without(owner, name, why):
+    """Within the block, calling ``owner.name`` fails with an AssertionError that says ``why``.
+
+    For an exercise that asks for something *without* the package's help (count the parameters
+    without building the model), the check calls your answer inside ``with without(Sequential,
+    "__init__", "count them from the configuration")``: an answer that asks the package fails
+    with that sentence instead of passing by copying the oracle the check compares with.
+    """
+    original = getattr(owner, name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(why)
+
+    setattr(owner, name, refuse)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
