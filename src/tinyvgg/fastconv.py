@@ -158,14 +158,13 @@ def conv_backward(x, W, dout, pad, max_bytes=None, input_grad=True):
     """(dx, dW, db) of a stride-1 convolution, both gradients from one im2col of ``dout``
     (dx is None without ``input_grad``), block by block (see :func:`blocks`).
 
-    The gradient reaching x[h, w] is the sum over taps (i, j) of dout[h - i + p, w - j + p] @ W[i, j].T:
-    a convolution of dout, padded by K - 1 - p, with W flipped in both spatial axes and its
-    channel axes swapped. Its columns ``dcols`` (one row per position of x) hold every
-    (x position, tap) pair that dW sums over too: dW[i, j] = x.T @ dcols[:, K-1-i, K-1-j].
-    So the backward pass copies one im2col instead of two (the columns of x are not rebuilt).
+    The gradient reaching x is a convolution of dout with the flipped kernel (lesson 5 derives it,
+    and its exercise works out the padding and what happens to the two channel axes). Its columns
+    ``dcols`` (one row per position of x) hold every (x position, tap) pair that dW sums over
+    too, so the backward pass copies one im2col instead of two (the columns of x are not rebuilt).
     """
-    # [part conv] hint: dx as a convolution of dout padded by K-1-p with the flipped kernel;
-    # dW from the same columns: x.T @ dcols, then unflip the taps
+    # [part conv] hint: dx as lesson 5's exercise computes it, with a forward convolution of dout;
+    # dW from the same columns, taps unflipped
     ### BEGIN SOLUTION
     xp = get_array_module(dout)
     K, _, C, F = W.shape
