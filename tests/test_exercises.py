@@ -23,9 +23,9 @@ def count_by_building():
 
 def test_without_refuses_the_oracle_inside_and_restores_it_after():
     expected = count_by_building()
-    with pytest.raises(AssertionError, match="count them from the configuration"):
-        with without(Sequential, "__init__", "count them from the configuration"):
-            count_by_building()
+    with pytest.raises(AssertionError, match="count them from the configuration"), \
+            without(Sequential, "__init__", "count them from the configuration"):
+        count_by_building()
     assert count_by_building() == expected          # restored after a failure inside the block
     with without(np, "log", "no logs here"):
         assert np.exp(0.0) == 1.0                   # other names are untouched
