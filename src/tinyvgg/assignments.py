@@ -83,14 +83,19 @@ def _write_outputs(args, reports):
         _write_text(args.csv, rows.getvalue())
 
 
-def _stop_on_sigterm(signum, frame):
+def _stop_on_signal(signum, frame):
     raise KeyboardInterrupt  # handled like Ctrl-C: the running part is killed, what was graded is written
 
 
 def grade_all(args):
-    """Grade every submission; a SIGTERM or Ctrl-C ends the batch with what was graded written."""
+    """Grade every submission; a SIGTERM or Ctrl-C ends the batch with what was graded written.
+
+    Both handlers are installed here, as the trainer does for Ctrl-C: a process started in the
+    background of a script inherits SIGINT ignored, and Python then leaves it ignored, so a
+    stop request would otherwise be lost while a part runs on to its timeout.
+    """
     reports, stopped = [], False
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = {signum: signal.signal(signum, _stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for student_dir in args.student_dirs:
             try:
@@ -102,7 +107,8 @@ def grade_all(args):
     except KeyboardInterrupt:
         stopped = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     _write_outputs(args, reports)
     if stopped:
         print(f"stopped: {len(reports)} of {len(args.student_dirs)} submissions graded; the reports written hold "
