@@ -30,3 +30,16 @@ def test_without_refuses_the_oracle_inside_and_restores_it_after():
     with without(np, "log", "no logs here"):
         assert np.exp(0.0) == 1.0                   # other names are untouched
     assert np.log(1.0) == 0.0
+
+
+def test_without_blocks_a_function_under_every_name_and_an_inherited_method_only_for_the_block():
+    from tinyvgg import optim, trainer
+    from tinyvgg.optim import SGD, Optimizer
+    assert trainer.clip_grad_norm is optim.clip_grad_norm            # trainer imports it by name
+    with without(optim, "clip_grad_norm", "clip it yourself"), pytest.raises(AssertionError, match="clip it yourself"):
+        trainer.clip_grad_norm({"w": np.ones(3)}, 1.0)
+    assert trainer.clip_grad_norm is optim.clip_grad_norm            # both names restored
+    assert "step" not in vars(SGD)                                    # SGD inherits step
+    with without(SGD, "step", "derive it"), pytest.raises(AssertionError, match="derive it"):
+        SGD({"w": np.zeros(2)}, lr=0.1).step({"w": np.ones(2)})
+    assert "step" not in vars(SGD) and SGD.step is Optimizer.step     # the shadow is gone again

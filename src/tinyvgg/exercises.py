@@ -13,6 +13,7 @@ must agree with, a loss it must reach)::
 An unanswered exercise only prints "Not done yet", so a lesson runs to its end before
 you have done its exercise.
 """
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -52,14 +53,38 @@ def without(owner, name, why):
     without building the model), the check calls your answer inside ``with without(Sequential,
     "__init__", "count them from the configuration")``: an answer that asks the package fails
     with that sentence instead of passing by copying the oracle the check compares with.
+
+    ``owner`` is a class (its method is replaced; one it only inherits is shadowed, then removed
+    again) or a module. For a module's function, every other name bound to the same function in
+    tinyvgg's modules and in the notebook (``__main__``) is replaced too, so importing it by
+    another route does not get around the block.
     """
     original = getattr(owner, name)
 
     def refuse(*args, **kwargs):
         raise AssertionError(why)
 
-    setattr(owner, name, refuse)
+    if isinstance(owner, type):
+        places, owned = [(owner, name)], name in vars(owner)
+    else:
+        places, owned = [(owner, name)] + _aliases(original, owner), True
+    for place, attribute in places:
+        setattr(place, attribute, refuse)
     try:
         yield
     finally:
-        setattr(owner, name, original)
+        for place, attribute in places:
+            if owned or place is not owner:
+                setattr(place, attribute, original)
+            else:
+                delattr(place, attribute)
+
+
+def _aliases(function, skip):
+    """(module, name) pairs, in tinyvgg's modules and ``__main__``, that are bound to ``function``."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module is skip or not (module_name == "__main__" or module_name.split(".")[0] == "tinyvgg"):
+            continue
+        found += [(module, attribute) for attribute, value in list(vars(module).items()) if value is function]
+    return found
