@@ -3,12 +3,19 @@
 A submission's code may leave a folder tree 1100 levels deep, folders without permissions,
 files with odd names: :func:`remove_tree` removes any of it without recursion (one open
 folder at a time, climbing back through ``..`` as ``rm -rf`` does), so neither Python's
-recursion limit nor the limit on open files stops it. Nothing of the submission is running
-by then (its sandbox's PID namespace died with it), so nothing moves while it works.
+recursion limit nor the limit on open files stops it. The part's processes are killed by
+then, but a sandbox's PID namespace ends a moment after bwrap itself: a dying writer can still
+create a file while its folder is emptied (seen once in CI: "Directory not empty: 'answer'").
+So a removal that meets a folder refilled behind it starts again, for a few seconds at most.
 """
+import errno
 import os
 import stat
 import tempfile
+import time
+
+#: How long :func:`remove_tree` keeps emptying a folder that a dying process refills.
+REFILL_PATIENCE_S = 5.0
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -34,7 +41,22 @@ def _open_dir(name, dir_fd=None):
 
 
 def remove_tree(path):
-    """Remove the folder ``path`` and all in it, at any depth; links are removed, never followed."""
+    """Remove the folder ``path`` and all in it, at any depth; links are removed, never followed.
+
+    A folder found refilled when it is removed (ENOTEMPTY: a sandboxed process still dying wrote
+    into it) is emptied again, until :data:`REFILL_PATIENCE_S` has passed.
+    """
+    deadline = time.monotonic() + REFILL_PATIENCE_S
+    while True:
+        try:
+            return _remove_tree_once(path)
+        except OSError as err:
+            if err.errno != errno.ENOTEMPTY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _remove_tree_once(path):
     if not os.path.lexists(path):
         return
     if not os.path.isdir(path) or os.path.islink(path):
