@@ -4,32 +4,24 @@ a flag that would change the run applied (and said) or refused, and "nothing to 
 Each case runs the command-line tool in a subprocess, as a user would.
 """
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from test_cli_safety import TINY, snapshot
+from test_cli_safety import assert_clear_error as assert_no_traceback
+from test_cli_safety import run as run_command
 
 from tinyvgg import checkpoint
 
-TINY = ["--model", "vgg11", "--width", "0.0625", "--fc-units", "16", "--batch-size", "32", "--quiet"]
-
 
 def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tinyvgg.train", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return run_command("train", *args, timeout=timeout)
 
 
 def assert_clear_error(result, *phrases):
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
+    """As test_cli_safety's, and the error is one line starting with "error: "."""
+    assert_no_traceback(result, *phrases)
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in result.stderr, result.stderr
-
-
-def snapshot(folder):
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 @pytest.fixture(scope="module")
