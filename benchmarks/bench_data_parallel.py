@@ -68,7 +68,8 @@ def part_allreduce(repeats):
     """On every rank: the fused all-reduce of VGG16's gradients against a bare Allreduce, interleaved."""
     from mpi4py import MPI
 
-    from tinyvgg.distributed import GradientBuffer, World
+    from tinyvgg.training.parallel import GradientBuffer
+    from tinyvgg.training.world import World
     world = World(MPI.COMM_WORLD)
     shapes = {name: p.shape for name, p in vgg16_paper(224).named_params().items()}
     grads = {name: np.full(shape, 1e-3, dtype=np.float32) for name, shape in shapes.items()}
@@ -100,10 +101,11 @@ def part_allreduce(repeats):
 
 def part_step(network, steps, sync_batch_norm=True):
     """Median seconds of a training step of ``network`` on this run's ranks (1: no MPI at all)."""
-    from tinyvgg.distributed import DataParallel, World
     from tinyvgg.models import build_model
     from tinyvgg.optim import FastSGD
-    from tinyvgg.trainer import Trainer
+    from tinyvgg.training import LocalStep, Trainer
+    from tinyvgg.training.parallel import DataParallelStep, prepare_model_for_ranks, rows
+    from tinyvgg.training.world import World
     ranks = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
     if ranks > 1:
         from mpi4py import MPI
@@ -117,11 +119,11 @@ def part_step(network, steps, sync_batch_norm=True):
         batch, size = 64, 32
     else:
         model, batch, size = vgg16_paper(224, num_classes=10), 2, 224
-    trainer = Trainer(model, FastSGD(model.named_params(), lr=1e-4, momentum=0.9), rng, progress=False)
+    step = None
+    if world.size > 1:  # made ready before the optimizer is built
+        step = DataParallelStep(LocalStep(prepare_model_for_ranks(model, world, sync_batch_norm)), world)
+    trainer = Trainer(model, FastSGD(model.named_params(), lr=1e-4, momentum=0.9), rng, progress=False, step=step)
     model.input_grad = False
-    if world.size > 1:
-        trainer.parallel = DataParallel(model, world, sync_batch_norm=sync_batch_norm)
-    from tinyvgg.distributed import rows
     start, stop = rows(batch, world.size, world.rank)
     x = rng.standard_normal((stop - start, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 10, batch)                              # the labels of the whole batch

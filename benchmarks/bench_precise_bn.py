@@ -23,8 +23,8 @@ import numpy as np
 from tinyvgg.data import BatchLoader, Subset, open_dataset
 from tinyvgg.models import build_model
 from tinyvgg.optim import FastSGD, LinearWarmup, ReduceLROnPlateau
-from tinyvgg.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
-from tinyvgg.trainer import Trainer, evaluate_model
+from tinyvgg.training import Trainer, evaluate_model
+from tinyvgg.training.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
 
 
 def track_bias_corrected(layer):

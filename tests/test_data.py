@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from tinyvgg import data
-from tinyvgg.data import BatchLoader, DataError, ImageFolder, make_shapes
-from tinyvgg.data import make_glyphs
+from tinyvgg.data import BatchLoader, DataError, ImageFolder, make_glyphs, make_shapes
 
 
 def write_image(path, mode="RGB", size=(20, 14), color=(200, 30, 30)):
@@ -214,7 +213,7 @@ def test_a_linear_model_cannot_solve_the_shapes():
     from tinyvgg.layers import Dense, Flatten
     from tinyvgg.models import Sequential
     from tinyvgg.optim import Adam
-    from tinyvgg.trainer import Trainer
+    from tinyvgg.training import Trainer
     train, val = make_shapes(1500, seed=0), make_shapes(500, seed=1)
     mean, std = train.channel_stats()
     rng = np.random.default_rng(0)

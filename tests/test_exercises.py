@@ -33,7 +33,8 @@ def test_without_refuses_the_oracle_inside_and_restores_it_after():
 
 
 def test_without_blocks_a_function_under_every_name_and_an_inherited_method_only_for_the_block():
-    from tinyvgg import optim, trainer
+    from tinyvgg import optim
+    from tinyvgg.training import loop as trainer
     from tinyvgg.optim import SGD, Optimizer
     assert trainer.clip_grad_norm is optim.clip_grad_norm            # trainer imports it by name
     with without(optim, "clip_grad_norm", "clip it yourself"), pytest.raises(AssertionError, match="clip it yourself"):

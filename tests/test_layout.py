@@ -72,6 +72,53 @@ def test_low_modules_never_import_high_ones():
         assert not commands, f"{module} imports the command-line module(s) {commands}"
 
 
+PARALLEL = {"training.parallel", "training.world", "training.agreement", "training.sync_bn"}
+
+
+def test_the_training_loop_knows_nothing_of_ranks_and_nothing_points_up_at_it():
+    """The loop is given a step; the step (local or data-parallel) never imports the loop, and the
+    parallel modules import no command."""
+    assert not GRAPH["training.loop"] & PARALLEL, GRAPH["training.loop"]
+    assert "training.loop" not in GRAPH["training.step"] | set().union(*(GRAPH[m] for m in PARALLEL))
+    assert GRAPH["training.step"] <= {"layers"}
+    for module, targets in GRAPH.items():
+        if module.split(".")[0] in CORE | {"data", "classroom"}:
+            assert not {t for t in targets if t.split(".")[0] == "training"}, (module, targets)
+
+
+def test_no_object_of_a_run_holds_a_reference_to_its_trainer():
+    """Everything reachable from a trainer's step, model, optimizer and callbacks, through attributes,
+    lists, tuples and dicts: the trainer itself is not among it (callbacks and steps get it, if at all,
+    as an argument)."""
+    import numpy as np
+
+    from tinyvgg.models import build_model
+    from tinyvgg.optim import FastSGD
+    from tinyvgg.training import BestCheckpoint, EarlyStopping, LocalStep, Trainer
+    from tinyvgg.training.parallel import DataParallelStep, prepare_model_for_ranks
+    from tinyvgg.training.world import World
+    rng = np.random.default_rng(0)
+    model = build_model(dict(depth="vgg11", num_classes=3, input_shape=(32, 32, 3), width=1 / 16, fc_units=8,
+                             dropout=0.5, include_top=True, batch_norm=True), rng=rng)
+    step = DataParallelStep(LocalStep(prepare_model_for_ranks(model, World(), sync_batch_norm=True)), World(), 2)
+    trainer = Trainer(model, FastSGD(model.named_params(), lr=0.1), rng, step=step, progress=False,
+                      callbacks=[EarlyStopping(3), BestCheckpoint("/nonexistent/best.npz")])
+    trainer.train_step(rng.standard_normal((4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 0]))
+    seen, queue = set(), [trainer.step, trainer.model, trainer.optimizer, *trainer.callbacks]
+    while queue:
+        item = queue.pop()
+        if id(item) in seen or isinstance(item, (np.ndarray, np.random.Generator, str, int, float, type)):
+            continue
+        seen.add(id(item))
+        assert item is not trainer, "an object of the run holds the trainer"
+        if isinstance(item, dict):
+            queue += list(item.values())
+        elif isinstance(item, (list, tuple)):
+            queue += list(item)
+        elif hasattr(item, "__dict__"):
+            queue += list(vars(item).values())
+
+
 def test_no_module_shares_a_name_with_a_folder_the_tools_write():
     names = {p.stem for p in PACKAGE.rglob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
     assert not names & {"runs", "results", "lessons", "benchmarks", "tests"}

@@ -4,7 +4,7 @@ import pytest
 
 from tinyvgg.layers import BatchNorm2D, Conv2D, Dense, Flatten, ReLU
 from tinyvgg.models import Sequential, vgg11
-from tinyvgg.precise_bn import recompute_batch_norm_statistics
+from tinyvgg.training.precise_bn import recompute_batch_norm_statistics
 
 
 @pytest.mark.parametrize("bn_class", ["reference", "fast"])

@@ -22,9 +22,9 @@ from tinyvgg import checkpoint
 from tinyvgg.data import BatchLoader, ImageFolder, Subset
 from tinyvgg.models import build_model
 from tinyvgg.optim import SGD, LinearWarmup
-from tinyvgg.precise_bn import recompute_batch_norm_statistics
 from tinyvgg.train import parse_args, precise_bn_batches
-from tinyvgg.trainer import BestCheckpoint, Trainer, evaluate_model
+from tinyvgg.training import BestCheckpoint, Trainer, evaluate_model
+from tinyvgg.training.precise_bn import recompute_batch_norm_statistics
 
 EPOCHS = 6
 

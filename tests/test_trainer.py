@@ -7,9 +7,8 @@ from tinyvgg import checkpoint
 from tinyvgg.data import BatchLoader, make_shapes
 from tinyvgg.models import vgg11
 from tinyvgg.optim import SGD, Adam, LinearWarmup, ReduceLROnPlateau
-from tinyvgg.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
-from tinyvgg.trainer import (BestCheckpoint, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
-                             TrainingDiverged)
+from tinyvgg.training import BestCheckpoint, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer, TrainingDiverged
+from tinyvgg.training.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
 
 
 def small_model(rng, num_classes=10, dropout=0.5):
@@ -165,8 +164,10 @@ def test_non_finite_weights_are_never_saved_as_best(tmp_path):
     assert best.best is None and not (tmp_path / "best.npz").exists()
 
 
-@pytest.mark.parametrize("interrupt_at", [(0, 3), (1, 1), (1, 3)])  # (epoch, step): 4 steps an epoch
-def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_path, interrupt_at):
+@pytest.mark.parametrize("interrupt_at, signal_name",  # (epoch, step): 4 steps an epoch
+                         [((0, 3), "SIGINT"), ((1, 1), "SIGINT"), ((1, 3), "SIGINT"), ((1, 1), "SIGTERM")])
+def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_path, interrupt_at, signal_name):
+    """Ctrl-C, or SIGTERM (what a batch system sends before it ends a job), stops after the step in flight."""
     import signal
     (tmp_path / "straight").mkdir()
     (tmp_path / "cut").mkdir()
@@ -183,7 +184,7 @@ def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_pat
         result = step_of(x, y)
         count["steps"] += 1
         if count["steps"] == interrupt_at[0] * 4 + interrupt_at[1]:
-            signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C: the step in flight finishes first
+            signal.raise_signal(getattr(signal, signal_name))  # as a user's Ctrl-C: the step in flight finishes
         return result
     first.train_step = step_then_ctrl_c
     with pytest.raises(KeyboardInterrupt):

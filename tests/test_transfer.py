@@ -5,7 +5,7 @@ from tinyvgg import checkpoint, cli
 from tinyvgg.data import BatchLoader, make_shapes
 from tinyvgg.models import vgg11, vgg16
 from tinyvgg.optim import SGD
-from tinyvgg.trainer import Trainer
+from tinyvgg.training import Trainer
 from tinyvgg.transfer import dense_predict, freeze_until, to_fully_convolutional, transfer_params
 
 

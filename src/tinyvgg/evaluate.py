@@ -12,7 +12,7 @@ from . import backend, cli
 from .checkpoint import load_classifier
 from .data import BUILT_IN, BatchLoader, ImageFolder, open_dataset
 from .plots import confusion_matrix, plot_confusion, save_figure
-from .trainer import evaluate_model
+from .training.loop import evaluate_model
 
 
 def parse_args(argv=None):

@@ -158,7 +158,8 @@ class Sequential:
         fmt = "{:<%d}  {:<%d}  {:>%d}  {:>%d}  {:>%d}" % tuple(widths)
         rule = "-" * len(fmt.format(*header))
         lines = [rule, fmt.format(*header), rule] + [fmt.format(*r) for r in rows] + [rule]
-        kernels = sorted({type(layer).__name__ for layer in self.layers if type(layer) in _FAST_TO_REFERENCE})
+        kernels = sorted({type(layer).__name__ for layer in self.layers  # a fast class, or one built on it
+                          if isinstance(layer, tuple(_FAST_TO_REFERENCE))})
         lines += [f"Total params: {self.num_params():,}",
                   "Kernels: " + (f"fast ({', '.join(kernels)}, tinyvgg.fastconv)" if kernels else
                                  "reference (tinyvgg.layers)"),

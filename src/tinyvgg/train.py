@@ -11,12 +11,14 @@ latest state: ``--resume`` continues from it), ``history.json``/``.csv``,
 ``curves.png`` and ``confusion.png``. Ctrl-C saves the latest state first.
 
 On several processes (``mpiexec -n 4 python -m tinyvgg.train --distributed``) the
-ranks split every batch and average their gradients (:mod:`tinyvgg.distributed`);
-rank 0 writes the run folder.
+ranks first check that they agree on the run, then split every batch and add up their
+gradients (:mod:`tinyvgg.training.parallel`); rank 0 writes the run folder. SIGTERM (what a
+batch system sends before it ends a job), like Ctrl-C, stops after the current step and saves
+the place to resume from.
 
 With batch normalization, the running statistics that a saved model evaluates with are
 recomputed over (a sample of) the training images at the end of every epoch, before
-validation and saving (precise BN, :mod:`tinyvgg.precise_bn`; ``--precise-bn``).
+validation and saving (precise BN, :mod:`tinyvgg.training.precise_bn`; ``--precise-bn``).
 """
 import argparse
 import functools
@@ -27,13 +29,27 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, cli, distributed, memory
+from . import backend, checkpoint, cli, memory
 from .data import BatchLoader, Subset, open_dataset
+from .data.fingerprint import fingerprint
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
-from .trainer import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, Trainer,
-                      TrainingDiverged, evaluate_model, write_history)
+from .training import (
+    BestCheckpoint,
+    CurvesPlot,
+    EarlyStopping,
+    HistoryWriter,
+    LastCheckpoint,
+    LocalStep,
+    Trainer,
+    TrainingDiverged,
+    evaluate_model,
+    write_history,
+)
+from .training.agreement import agree, broadcast_model, file_digest
+from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
+from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
 DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
 #: --head-init's choices: the initializer of the dense head (None: He for fc1 and fc2, Glorot for the logits)
@@ -104,7 +120,11 @@ def parse_args(argv=None, defaults=True):
     p.add_argument("--distributed", action="store_true",
                    help="one rank of a data-parallel run started by mpiexec -n N (needs the mpi extra): each rank "
                         "takes 1/N of every --batch-size batch and the gradients are averaged; refused outside a "
-                        "launcher (a world of one process); kill -USR1 <pid of mpiexec> stops it and saves its place")
+                        "launcher (a world of one process); kill -USR1 <pid of mpiexec> (or SIGTERM to every rank, as "
+                        "srun sends it) stops it after the same step on every rank and saves its place")
+    p.add_argument("--collective-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others at a collective before it ends the "
+                        "job with a sentence (a rank stuck or lost); ranks at different collectives end it at once")
     p.add_argument("--sync-batch-norm", action="store_true",
                    help="with --distributed: batch statistics over the whole batch, as on one process (default: "
                         "each rank normalizes its own rows, as PyTorch DDP does); one process has them already")
@@ -140,13 +160,13 @@ def check_args(args):
                "--warmup-epochs": args.warmup_epochs, "--clip-norm": args.clip_norm,
                "--patience": args.patience, "--lr-patience": args.lr_patience,
                "--gpu-memory-limit": args.gpu_memory_limit, "--accumulate": args.accumulate,
-               "--precise-bn": args.precise_bn, "--seed": args.seed}
+               "--precise-bn": args.precise_bn, "--seed": args.seed, "--collective-timeout": args.collective_timeout}
     for flag, value in numbers.items():
         if value is not None and not math.isfinite(value):
             raise cli.UsageError(f"{flag} must be a finite number, got {value}.")
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--fc-units": args.fc_units,
                 "--width": args.width, "--image-size": args.image_size, "--lr": args.lr, "--clip-norm": args.clip_norm,
-                "--accumulate": args.accumulate}
+                "--accumulate": args.accumulate, "--collective-timeout": args.collective_timeout}
     for flag, value in positive.items():
         if value is not None and value <= 0:
             raise cli.UsageError(f"{flag} must be positive, got {value}.")
@@ -291,10 +311,10 @@ def load_finetune_source(args):
     return source
 
 
-@distributed.ends_every_rank_on_failure
+@ends_every_rank_on_failure
 def main(argv=None):
     args = parse_args(argv)
-    world = distributed.connect() if args.distributed else distributed.World()
+    world = connect(args.collective_timeout) if args.distributed else World()
     if args.distributed and args.backend == "cupy":
         world.use_gpu()  # before the first CuPy call, which would take GPU 0 on every rank
     if args.resume and args.finetune:
@@ -330,7 +350,7 @@ def main(argv=None):
 
 def run_training(args, out, resumed, source, world=None):
     """Read the data, build everything, train, and finish; returns the exit code."""
-    world = world or distributed.World()
+    world = world or World()
     progress = not args.quiet and world.rank == 0
     train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed, progress=progress)
     if resumed is not None:
@@ -342,6 +362,8 @@ def run_training(args, out, resumed, source, world=None):
         mean, std = source.normalization()
     else:
         mean, std = train_set.channel_stats()
+    if world.size > 1:  # one collective: every rank trains the same run, or every rank stops with a sentence
+        agree(world, run_settings(args, train_set, val_set))
 
     rng = np.random.default_rng(args.seed)  # one host RNG: weights, dropout masks, shuffling, augmentation
     config = dict(depth=args.model, num_classes=len(train_set.class_names),
@@ -354,35 +376,40 @@ def run_training(args, out, resumed, source, world=None):
     elif resumed is not None:
         apply_freeze(model, args)
     model.to(args.backend)
+    step = None
+    if world.size > 1 or args.accumulate > 1:  # layers for shards swapped in before the optimizer sees them
+        step = DataParallelStep(LocalStep(prepare_model_for_ranks(model, world, args.sync_batch_norm)), world,
+                                args.accumulate)
+        step.check_batches(len(train_set), args.batch_size)
     optimizer = make_optimizer(args, model.named_params(trainable_only=True))
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience)
     meta = {"args": {k: getattr(args, k) for k in RUN_ARGS + ("epochs",)}, "class_names": list(train_set.class_names),
-            "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
+            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "ranks": world.size}
     if resumed is not None and world.rank == 0:
         keep_best_of_resumed_run(args.resume, out)
     callbacks = [EarlyStopping(args.patience), HistoryWriter(out), BestCheckpoint(os.path.join(out, "best.npz")),
                  LastCheckpoint(os.path.join(out, "last.npz")), CurvesPlot(os.path.join(out, "curves.png"))] \
         if world.rank == 0 else [EarlyStopping(args.patience)]  # the others decide the same, and write nothing
-    loader = BatchLoader if world.size == 1 else functools.partial(distributed.ShardedBatchLoader, world=world)
+    loader = BatchLoader if world.size == 1 else functools.partial(ShardedBatchLoader, world=world)
     train_loader = loader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
                           backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
-                      clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world))
+                      clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world),
+                      step=step)
     if resumed is not None:
         trainer.restore(resumed)
         if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on
             optimizer.lr = args.lr
             if warmup is not None:
                 warmup.target_lr = args.lr  # a ramp still running now climbs to the new rate
-    if world.size > 1 or args.accumulate > 1:
-        trainer.parallel = distributed.DataParallel(model, world, args.accumulate, args.sync_batch_norm)
-        trainer.parallel.check_batches(len(train_set), args.batch_size)
+        announce_new_world_size(args, resumed, world, progress)
+    broadcast_model(world, model)  # every rank starts from rank 0's weights, as DDP and Horovod do
 
     val_loader = BatchLoader(val_set, 256, mean, std, backend=args.backend)
     whole_val_loader = val_loader
     if world.size > 1:  # each rank validates its part of the validation set
-        val_loader = distributed.ShardLoader(val_set, 256, mean, std, backend=args.backend, world=world)
+        val_loader = ShardLoader(val_set, 256, mean, std, backend=args.backend, world=world)
     if progress:
         print(model.summary(batch_size=args.batch_size))
         print(f"data: {len(train_set)} training and {len(val_set)} validation images, "
@@ -427,9 +454,44 @@ def precise_bn_batches(train_set, args, mean, std, world=None):
     if not args.batch_norm or not args.precise_bn:
         return None
     order = np.random.default_rng(0).permutation(len(train_set))[:args.precise_bn]
-    loader = functools.partial(distributed.ShardedBatchLoader, world=world) \
+    loader = functools.partial(ShardedBatchLoader, world=world) \
         if world is not None and world.size > 1 and args.sync_batch_norm else BatchLoader
     return loader(Subset(train_set, order), args.batch_size, mean, std, backend=args.backend)
+
+
+#: Settings that do not change what a rank computes: the ranks may differ in them. (--data and --val-data are
+#: compared by the data's fingerprint, --resume and --finetune by the checkpoint's digest: the same files may
+#: lie at other paths on other machines.)
+PER_RANK_SETTINGS = ("out", "quiet", "data", "val_data", "resume", "finetune", "distributed", "collective_timeout",
+                     "gpu_memory_limit")
+
+
+def run_settings(args, train_set, val_set):
+    """What shapes the run, as plain values, for the ranks to compare (:func:`~tinyvgg.training.agreement.agree`):
+    every setting that changes the computation, the data sets' fingerprints, the checkpoints' digests."""
+    settings = {"--" + name.replace("_", "-"): value for name, value in sorted(vars(args).items())
+                if name not in PER_RANK_SETTINGS}
+    settings["the training data"] = fingerprint(train_set)
+    settings["the validation data"] = fingerprint(val_set)
+    for flag in ("resume", "finetune"):
+        path = getattr(args, flag)
+        settings[f"the --{flag} checkpoint"] = file_digest(path) if path else None
+    return settings
+
+
+def announce_new_world_size(args, resumed, world, progress):
+    """A run saved on one number of ranks may continue on another: the global batch stays --batch-size, so
+    the trajectory continues to float32 rounding (the ranks only add the same gradients in another order);
+    without --sync-batch-norm each rank's batch statistics now cover other rows. Said in one line."""
+    saved = resumed.meta.get("ranks", 1)
+    if not isinstance(saved, int) or saved == world.size or not progress:
+        return
+    share = f"{args.batch_size // world.size}-{-(-args.batch_size // world.size)}" if world.size > 1 else \
+        str(args.batch_size)
+    note = "" if args.sync_batch_norm or not args.batch_norm else \
+        " (without --sync-batch-norm, batch statistics now cover each rank's new rows)"
+    print(f"resuming a run of {saved} rank{'s' * (saved > 1)} on {world.size}: the global batch stays "
+          f"{args.batch_size} ({share} images per rank){note}")
 
 
 def keep_best_of_resumed_run(resume, out):

@@ -37,7 +37,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PART_LINE = re.compile(r"^(\s*)# \[part (\w+)\] hint: (.*)$")
 STUDENT_LINE = re.compile(r"^(\s*).*# STUDENT: (.*)$")
 #: Modules whose blanks are optional: the fast kernels, which the student version leaves unused.
-OPTIONAL_FILES = {"fastconv.py", "distributed.py"}  # the fast kernels; synchronized batch norm
+OPTIONAL_FILES = {"fastconv.py", "sync_bn.py"}  # the fast kernels; synchronized batch norm
 
 
 # ---------------------------------------------------------------- the student version
@@ -129,7 +129,7 @@ Graded (points out of {total}):
 {graded}
 
 Optional, not graded: the fast classes of `fastconv.py` (`FastConv2D`, `FastMaxPool2D`)
-compute the same things faster, and `SyncBatchNorm2D` in `distributed.py` spreads batch
+compute the same things faster, and `SyncBatchNorm2D` in `training/sync_bn.py` spreads batch
 normalization over several processes. This version builds the reference layers you write
 (`vgg(kernels="reference")` is its default). Fill the fast kernels in once your parts
 pass, build a model with `kernels="fast"`, and check that nothing changes:

@@ -7,21 +7,22 @@ One training step is the whole story of the package in four lines::
     model.backward(loss_fn.backward())            # every layer's grads, by the chain rule
     optimizer.step(model.named_grads())           # momentum SGD (or Adam) update
 
-:class:`Trainer` repeats it over epochs, evaluates on validation data, keeps the
-history and calls the callbacks (best and last checkpoints, learning-rate decay
-on plateau, early stopping). Before each validation (and so before each save) it
-can recompute batch normalization's running statistics over the training images
-(``precise_bn``, see :mod:`tinyvgg.precise_bn`), so that every validation number
-and every saved model uses statistics that describe the weights as they are.
+The first three are the *step* (:class:`~tinyvgg.training.step.LocalStep`: a batch in, its
+gradients out); the fourth is the loop's, made in one place (:meth:`Trainer.update`).
+:class:`Trainer` repeats them over epochs, evaluates on validation data, keeps the
+history and calls the callbacks (:mod:`tinyvgg.training.callbacks`: best and last
+checkpoints, early stopping). It is given its step and knows nothing of how the gradients
+were made: on several ranks the step is a
+:class:`~tinyvgg.training.parallel.DataParallelStep`, and the loop is the same.
+Before each validation (and so before each save) it can recompute batch normalization's
+running statistics over the training images (``precise_bn``, see
+:mod:`tinyvgg.training.precise_bn`), so that every validation number and every saved model
+uses statistics that describe the weights as they are.
 Its :meth:`Trainer.save` writes everything a resumed run needs, including the RNG
-state and, after a Ctrl-C, the position inside the epoch, so that 1 epoch + resume
+state and, after a Ctrl-C (or SIGTERM), the position inside the epoch, so that 1 epoch + resume
 1 epoch equals 2 epochs straight, and so does a run interrupted anywhere and resumed.
 """
 import contextlib
-import csv
-import io
-import json
-import os
 import signal
 import threading
 import time
@@ -29,14 +30,18 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint
-from .backend import to_host
-from .errors import TrainingDiverged
-from .layers import SoftmaxCrossEntropy
-from .optim import clip_grad_norm
+from .. import checkpoint
+from ..backend import to_host
+from ..errors import TrainingDiverged
+from ..layers import SoftmaxCrossEntropy
+from ..optim import clip_grad_norm
+from .callbacks import HISTORY_KEYS
 from .precise_bn import recompute_batch_norm_statistics
+from .step import LocalStep
 
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+#: The signals that stop a run between two steps, saving its place: Ctrl-C, and SIGTERM, which a batch
+#: system (Slurm, Kubernetes) sends before it kills a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Every this many steps the mean loss is read (for the progress bar and the divergence guard).
 CHECK_EVERY = 10
@@ -85,32 +90,30 @@ class Trainer:
     training images, or a sample of them, in a fixed order that mixes the classes, as
     ``train.precise_bn_batches`` makes), over which batch normalization's running
     statistics are recomputed at the end of every epoch, before validation and the
-    callbacks (None: the running averages as training left them).
+    callbacks (None: the running averages as training left them); step: what computes a batch's
+    gradients (default: a :class:`~tinyvgg.training.step.LocalStep` of ``model``), built around
+    the same ``model``.
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
-                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None):
+                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None, step=None):
         self.model, self.optimizer, self.rng, self.scheduler = model, optimizer, rng, scheduler
         self.monitor, self.callbacks, self.meta, self.progress = monitor, list(callbacks), dict(meta or {}), progress
         self.warmup, self.clip_norm, self.precise_bn = warmup, clip_norm, precise_bn
-        self.loss_fn = SoftmaxCrossEntropy()
+        self.step = LocalStep(model) if step is None else step
         self.history = {k: [] for k in HISTORY_KEYS}
         self.epoch = 0
         self.start_loss = None  # the mean loss of the first window of steps: what "diverged" is measured against
         self.position = None    # where in an epoch an interrupted run stopped (saved, so resume is exact)
         self.stop_training = False
         self._interrupted = _never
-        self.parallel = None    # a tinyvgg.distributed.DataParallel: several ranks or micro-batches per step
 
     def train_step(self, x, y):
-        """One forward, backward and update; returns (loss, number correct) as device scalars."""
-        if self.parallel is not None:  # this rank's rows of the batch, in micro-batches, and the all-reduce
-            return self.parallel.train_step(self, x, y)
-        logits = self.model.forward(x, train=True)
-        loss = self.loss_fn.forward(logits, y)
-        self.model.backward(self.loss_fn.backward())  # fit() sets model.input_grad off: no dL/d(images)
-        self.update(self.model.named_grads(trainable_only=True))        # frozen layers: no update
-        return loss, (logits.argmax(axis=1) == y).sum()
+        """One step: the batch's gradients from :attr:`step`, then the update; returns (mean loss,
+        number correct) of the batch as device scalars."""
+        grads, loss_sum, correct = self.step(x, y)
+        self.update(grads)
+        return loss_sum / len(y), correct
 
     def update(self, grads):
         """Clip the gradients (``clip_norm``), advance the warm-up and take one optimizer step."""
@@ -132,7 +135,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress, leave=False,
                    unit="batch", initial=start, total=len(loader))
         for step, (x, y) in enumerate(bar, start=start):
-            loss, right = self.train_step(x, y)
+            loss, right = self.train_step(x, y)  # y: the whole batch's labels, also on several ranks
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + right, seen + len(y)
             window_sum, window_seen = window_sum + loss * len(y), window_seen + len(y)
             if step % CHECK_EVERY == CHECK_EVERY - 1:  # reading a value waits for the GPU: only now and then
@@ -173,7 +176,7 @@ class Trainer:
         self.stop_training = False
         input_grad, self.model.input_grad = self.model.input_grad, False  # the images need no gradient
         with deferred_interrupt() as interrupted:
-            self._interrupted = interrupted if self.parallel is None else self.parallel.watch(interrupted)
+            self._interrupted = self.step.watch(interrupted)  # on several ranks: any rank's, after the same step
             try:
                 self._fit(train_loader, val_loader, epochs)
             finally:
@@ -191,8 +194,7 @@ class Trainer:
                 recompute_batch_norm_statistics(self.model, self.precise_bn)
             if val_loader is not None:
                 val = evaluate_model(self.model, val_loader, self.progress, desc="validating")
-                if self.parallel is not None:  # each rank validated its part: add them up
-                    val = self.parallel.reduce_evaluation(val)
+                val = self.step.reduce_evaluation(val)  # on several ranks: their parts added up
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if not np.isfinite(val["loss"]):
                     raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the validation loss is "
@@ -280,25 +282,27 @@ def _never():
 
 
 @contextlib.contextmanager
-def deferred_interrupt():
-    """Within the block, Ctrl-C (SIGINT) only raises a flag, read by calling the yielded function:
-    the training loop stops between two steps, never halfway through an update. A second
-    Ctrl-C interrupts at once. Outside the main thread (where signals cannot be caught) the
-    flag stays down and Ctrl-C acts as usual."""
-    requested = []
+def deferred_interrupt(signals=STOP_SIGNALS):
+    """Within the block, Ctrl-C (SIGINT) or SIGTERM only raises a flag, read by calling the yielded
+    function: the training loop stops between two steps, never halfway through an update, and saves
+    its place. A second one of the same signal acts at once. Outside the main thread (where signals
+    cannot be caught) the flag stays down and the signals act as usual."""
+    requested, previous = [], {}
 
     def handler(signum, frame):
         requested.append(signum)
-        signal.signal(signal.SIGINT, previous)  # the next Ctrl-C is not deferred
+        signal.signal(signum, previous[signum])  # the next one is not deferred
 
     if threading.current_thread() is not threading.main_thread():
         yield _never
         return
-    previous = signal.signal(signal.SIGINT, handler)
+    for signum in signals:
+        previous[signum] = signal.signal(signum, handler)
     try:
         yield lambda: bool(requested)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
 
 
 def format_logs(logs):
@@ -307,96 +311,3 @@ def format_logs(logs):
         parts += [f"val_loss {logs['val_loss']:.4f}", f"val_accuracy {logs['val_accuracy']:.4f}"]
     parts += [f"lr {logs['lr']:g}", f"{logs['seconds']:.1f}s"]
     return "  ".join(parts)
-
-
-# ---------------------------------------------------------------- callbacks
-
-class BestCheckpoint:
-    """Save the trainer to ``path`` whenever the monitored metric beats every earlier one.
-
-    The value is stored in the checkpoint and read back from an existing file,
-    so a resumed (or repeated) run never overwrites a better model with a worse one.
-    """
-
-    def __init__(self, path, monitor="val_accuracy"):
-        self.path, self.monitor = path, monitor
-        self.best = None
-        if os.path.exists(path):
-            try:
-                self.best = checkpoint.load(path).meta.get("best_value")
-            except checkpoint.CheckpointError:
-                self.best = None  # unreadable: the next good epoch replaces it
-
-    def on_epoch_end(self, trainer, logs):
-        value = trainer.monitored(logs)
-        if not all(np.isfinite(logs[k]) for k in ("loss", "val_loss") if logs.get(k) is not None):
-            return  # weights that give a non-finite loss are never "best" (the trainer stops on them anyway)
-        if self.best is None or value > self.best:
-            self.best = value
-            trainer.save(self.path, {"best_value": value, "monitor": self.monitor})
-            trainer.log(f"saved {self.path} ({self.monitor} {value:.4f})")
-
-
-class LastCheckpoint:
-    """Save the trainer to ``path`` after every epoch (what ``--resume`` continues from)."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def on_epoch_end(self, trainer, logs):
-        trainer.save(self.path)
-
-
-class EarlyStopping:
-    """Stop when the monitored metric has not improved for ``patience`` epochs."""
-
-    def __init__(self, patience=10, min_delta=1e-4):
-        self.patience, self.min_delta = patience, min_delta
-        self.best, self.bad_epochs = None, 0
-
-    def on_epoch_end(self, trainer, logs):
-        value = trainer.monitored(logs)
-        if self.best is None or value > self.best + self.min_delta:
-            self.best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs >= self.patience:
-                trainer.stop_training = True
-                trainer.log(f"early stopping: no improvement in {self.patience} epochs")
-
-    def state_dict(self):
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state):
-        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
-
-
-class HistoryWriter:
-    """Write the history as ``history.json`` and ``history.csv`` in ``folder`` after every epoch."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def on_epoch_end(self, trainer, logs):
-        write_history(trainer.history, self.folder)
-
-
-def write_history(history, folder):
-    text = json.dumps(history, indent=2)
-    checkpoint.atomic_write(os.path.join(folder, "history.json"), lambda f: f.write(text.encode()))
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(HISTORY_KEYS)
-    writer.writerows(zip(*(history[k] for k in HISTORY_KEYS)))
-    checkpoint.atomic_write(os.path.join(folder, "history.csv"), lambda f: f.write(rows.getvalue().encode()))
-
-
-class CurvesPlot:
-    """Redraw ``curves.png`` (accuracy and loss, train and validation) after every epoch."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def on_epoch_end(self, trainer, logs):
-        from .plots import plot_history, save_figure
-        save_figure(plot_history(trainer.history), self.path)

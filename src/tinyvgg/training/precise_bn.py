@@ -16,7 +16,7 @@ statistics it sees, the quantities training normalized with. Each layer still no
 every batch with its batch's statistics during this pass, so the layers above see what
 they saw in training.
 """
-from .layers import BatchNorm2D
+from ..layers import BatchNorm2D
 
 
 def batch_norm_layers(model):
