@@ -35,18 +35,8 @@ from .data.fingerprint import fingerprint
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
-from .training import (
-    BestCheckpoint,
-    CurvesPlot,
-    EarlyStopping,
-    HistoryWriter,
-    LastCheckpoint,
-    LocalStep,
-    Trainer,
-    TrainingDiverged,
-    evaluate_model,
-    write_history,
-)
+from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
+                       TrainingDiverged, evaluate_model, write_history)
 from .training.agreement import agree, broadcast_model, file_digest
 from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
