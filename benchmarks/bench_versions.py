@@ -2,6 +2,7 @@
 
     python benchmarks/bench_versions.py --against cc49c00 --case a --steps 15
     python benchmarks/bench_versions.py --against main~3 --case both
+    python benchmarks/bench_versions.py --against 6da4c31 --through trainer   # Trainer.train_step, as train.py
 
 A shared machine's speed swings 20-30% from minute to minute, so two versions are compared step
 by step in turn, each step after a quiet gap (OpenBLAS's spinning threads would otherwise take
@@ -46,8 +47,19 @@ def load_version(revision, folder):
     return importlib.import_module("tinyvgg_then")
 
 
-def make_step(package, case, seed=0):
-    """The training step of ``package`` (its fast path, as `python -m tinyvgg.train` runs it)."""
+def trainer_class(package):
+    """The package's Trainer, wherever that version keeps it (training.loop since the training wing)."""
+    for name in (".training.loop", ".trainer"):
+        try:
+            return importlib.import_module(package + name).Trainer
+        except ImportError:
+            continue
+    raise SystemExit(f"{package} has no Trainer")
+
+
+def make_step(package, case, seed=0, through="layers"):
+    """The training step of ``package`` (its fast path, as `python -m tinyvgg.train` runs it): the model's
+    forward, backward and the optimizer called here (``through="layers"``), or its Trainer's train_step."""
     models = importlib.import_module(package + ".models")
     layers = importlib.import_module(package + ".layers")
     optim = importlib.import_module(package + ".optim")
@@ -72,6 +84,9 @@ def make_step(package, case, seed=0):
         loss_fn.forward(model.forward(x, train=True), y)
         backward(loss_fn.backward())
         optimizer.step(model.named_grads())
+    if through == "trainer":
+        trainer = trainer_class(package)(model, optimizer, rng, progress=False)
+        return lambda: trainer.train_step(x, y)
     return step
 
 
@@ -81,13 +96,16 @@ def main(argv=None):
     p.add_argument("--case", choices=["a", "b", "both"], default="a")
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--gap", type=float, default=0.3, help="seconds of quiet before each timed step")
+    p.add_argument("--through", choices=["layers", "trainer"], default="layers",
+                   help="time the layers and optimizer called directly, or the Trainer's train_step around them")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         load_version(args.against, folder)
         print(f"BLAS: {blas_info()}")
         for name in ("a", "b") if args.case == "both" else (args.case,):
             case = CASES[name]
-            steps = {"now": make_step("tinyvgg", case), "then": make_step("tinyvgg_then", case)}
+            steps = {"now": make_step("tinyvgg", case, through=args.through),
+                     "then": make_step("tinyvgg_then", case, through=args.through)}
             for step in steps.values():  # warm-up: allocations, scratch buffers
                 step()
             times = {"now": [], "then": []}
@@ -99,7 +117,8 @@ def main(argv=None):
                     steps[version]()
                     times[version].append(time.perf_counter() - start)
             ratios = [a / b for a, b in zip(times["now"], times["then"])]
-            print(f"case {name} ({case['image']}x{case['image']}, batch {case['batch']}), {args.steps} pairs: "
+            print(f"case {name} ({case['image']}x{case['image']}, batch {case['batch']}, through the {args.through}), "
+                  f"{args.steps} pairs: "
                   f"now {median(times['now']):.3f} s, {args.against} {median(times['then']):.3f} s; "
                   f"now / then, median of pair ratios {median(ratios):.3f} "
                   f"(range {min(ratios):.2f}-{max(ratios):.2f})")
