@@ -10,7 +10,8 @@ import tinyvgg
 
 PACKAGE = pathlib.Path(tinyvgg.__file__).resolve().parent
 CORE = {"errors", "backend", "init", "im2col", "layers", "fastconv", "models", "optim", "gradcheck"}
-COMMANDS = {"train", "predict", "evaluate", "doctor", "import_keras", "assignments", "gradcheck", "samples"}
+COMMANDS = {"train", "predict", "evaluate", "doctor", "import_keras", "import_weights", "export_onnx", "assignments",
+            "gradcheck", "samples"}
 
 
 def module_name(path):
@@ -131,7 +132,8 @@ def test_commands_run_from_the_folder_that_holds_a_clone(tmp_path):
     for folder in ("runs/vgg16-1", "data/cats", "layers", "tinyvgg", "classroom", "src"):
         (clone / folder).mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for command in ("predict", "train", "evaluate", "assignments", "doctor", "import_keras"):
+    for command in ("predict", "train", "evaluate", "assignments", "doctor", "import_keras", "import_weights",
+                    "export_onnx"):
         result = subprocess.run([sys.executable, "-m", f"tinyvgg.{command}", "--help"], cwd=tmp_path,
                                 capture_output=True, text=True, env=env, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (command, result.stderr[-600:])

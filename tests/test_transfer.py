@@ -114,7 +114,8 @@ def keras_file(tmp_path_factory):
 
 
 def test_keras_weights_import_to_the_same_numbers(keras_file, tmp_path):
-    from tinyvgg.import_keras import CAFFE_MEAN_BGR, main
+    from tinyvgg.import_keras import main
+    from tinyvgg.keras_layout import CAFFE_MEAN_BGR
     path, original = keras_file
     out = tmp_path / "vgg16.npz"
     assert main([str(path), "--out", str(out)]) == 0
@@ -132,7 +133,7 @@ def test_keras_weights_import_to_the_same_numbers(keras_file, tmp_path):
 
 
 def test_malformed_or_mismatched_h5_files_get_clear_errors(keras_file, tmp_path):
-    from tinyvgg.import_keras import keras_vgg16
+    from tinyvgg.keras_layout import keras_vgg16
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(cli.UsageError, match="not a readable Keras weights file"):
         keras_vgg16(str(tmp_path / "text.h5"))

@@ -40,6 +40,22 @@ def output_path(path, flag, force=False, default=None):
     return f"{stem}-{number}{ext}"
 
 
+def read_class_names(path):
+    """The class names of a text file, one a line (None for no file); one sentence if it cannot be read
+    (``--class-names`` of the import commands)."""
+    if not path:
+        return None
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"--class-names {path} is not a regular file.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as err:
+        raise UsageError(f"cannot read --class-names {path}: {err.strerror}.") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--class-names {path} is not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
+
+
 def summary(doc):
     """A module docstring's first line for ``--help``, without its reStructuredText ````code```` marks."""
     return re.sub(r"``(.*?)``", r"\1", doc.strip().split("\n")[0])
