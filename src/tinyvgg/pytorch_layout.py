@@ -36,6 +36,7 @@ import struct
 
 import numpy as np
 
+from . import memory
 from .errors import UsageError
 from .models import BLOCK_CHANNELS, VGG_CONFIGS
 
@@ -118,6 +119,10 @@ def read_safetensors(path):
         fix = " (bfloat16: convert it to float32 first, e.g. with PyTorch)" if "BF16" in odd else ""
         raise UsageError(f"{path} stores tensors as {', '.join(odd)}; tinyvgg reads float16, float32 and float64 "
                          f"weights{fix}.")
+    data = sum(entry["data_offsets"][1] - entry["data_offsets"][0] for name, entry in header.items()
+               if name != "__metadata__")
+    memory.require(3 * data, f"reading {path} (the file, its float32 copy and the model built from it)",
+                   "use a machine with more memory.")
     tensors = {}
     try:
         with safe_open(path, framework="numpy") as f:
