@@ -3,9 +3,12 @@
 Each hostile submission below is scored exactly what its honest parts earn, leaves
 everything outside its folder as it was, and leaves no process behind.
 """
+import csv
 import hashlib
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +19,7 @@ import pytest
 from tinyvgg import assignments
 from tinyvgg.classroom import bubblewrap, handout, sandbox
 from tinyvgg.classroom.checks import PARTS
+from tinyvgg.errors import UsageError
 
 REPO = pathlib.Path(handout.REPO_DIR)
 PKG = pathlib.Path("src", "tinyvgg")  # where the package sits in the repository, a handout and a submission
@@ -349,6 +353,50 @@ def test_a_crash_or_a_malformed_answer_costs_only_its_part(tmp_path, sabotage, r
 
 
 # ---------------------------------------------------------------- the command line
+
+@SANDBOX
+def test_the_teachers_flow_grades_what_the_handout_gave_out(tmp_path):
+    """make --parts conv pool dense, then grade with no --parts (as the README shows): the untouched handout
+    scores 0 of 40, not 60 of 100 for the parts it already held; the first line says where the parts came from."""
+    handout = tmp_path / "handout"
+    assert subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "make", str(handout), "--parts", "conv",
+                           "pool", "dense"], capture_output=True, timeout=300).returncode == 0
+    carol = tmp_path / "carol"
+    shutil.copytree(handout, carol)
+    result = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "grade", str(carol), "--csv",
+                             str(tmp_path / "g.csv")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == ("grading conv, pool, dense (40 points), from the handout.json the "
+                                             "submissions carry")
+    rows = list(csv.reader((tmp_path / "g.csv").open()))
+    assert rows[0] == ["submission", "conv", "pool", "dense", "total", "max", "note"] and rows[1][4:6] == ["0", "40"]
+    readme = (handout / "README.md").read_text()                # the lessons' blanks are listed, with their part
+    assert "`lessons/02_dense_layer.ipynb`, code cell" in readme and "(part dense)" in readme
+
+
+def test_an_edited_handout_json_cannot_shrink_what_is_graded(tmp_path):
+    from tinyvgg.assignments import choose_parts, main
+    handout = tmp_path / "handout"
+    main(["make", str(handout), "--parts", "conv", "pool", "dense"])
+    alice, mallory = tmp_path / "alice", tmp_path / "mallory"
+    for who in (alice, mallory):
+        (who).mkdir()
+        shutil.copy(handout / "handout.json", who / "handout.json")
+    manifest = json.loads((mallory / "handout.json").read_text())
+    del manifest["parts"]["conv"]                               # "only pool and dense were handed out to me"
+    (mallory / "handout.json").write_text(json.dumps(manifest))
+    args = assignments_args(str(alice), str(mallory))
+    with pytest.raises(UsageError, match="handout.json files disagree on the parts"):
+        choose_parts(args)
+    args.handout = str(handout)                                  # the teacher's own copy decides
+    assert choose_parts(args)[0] == ["conv", "pool", "dense"]
+
+
+def assignments_args(*student_dirs, parts=None, handout=None):
+    import argparse
+    return argparse.Namespace(student_dirs=list(student_dirs), parts=parts, handout=handout)
+
+
 
 @SANDBOX
 def test_cli_grades_a_batch_with_broken_submissions_into_one_csv(student, tmp_path):

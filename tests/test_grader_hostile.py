@@ -6,6 +6,7 @@ their own work, nothing of the grader's environment reaches a report, no process
 submission outlives its part, and the batch always finishes with every row in its CSV.
 """
 import csv
+import json
 import os
 import shutil
 import signal
@@ -333,7 +334,7 @@ def test_the_batch_survives_a_deep_tree_and_undeletable_files(tmp_path):
 
 
 @SANDBOX
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
 def test_a_signal_to_the_grader_ends_its_children_and_writes_what_was_graded(tmp_path, signum):
     marker = f"tinyvgg-hang-{os.getpid()}-{time.time_ns()}"
     hang = submission(tmp_path, in_relu(f"""
@@ -352,13 +353,95 @@ def test_a_signal_to_the_grader_ends_its_children_and_writes_what_was_graded(tmp
     assert marked_processes(marker), "the hanging submission never started"
     grader.send_signal(signum)
     _, err = grader.communicate(timeout=60)
-    assert grader.returncode == 130 and "Traceback" not in err, err
+    assert grader.returncode == 128 + signum and "Traceback" not in err, err
     assert "1 of 2 submissions graded" in err
     rows = list(csv.reader((tmp_path / "g.csv").open()))
     assert len(rows) == 2 and rows[1][1] == "5", rows
     time.sleep(0.5)
     assert marked_processes(marker) == []
+    assert list(scratch.iterdir()) == []                          # its scratch folder removed
     assert list(scratch.iterdir()) == []
+
+
+# ---------------------------------------------------------------- no answer can stop a batch (issue 31)
+
+HOSTILE_ANSWERS = {  # each: the code in ReLU.forward, what the hostile row's reason must say, its honest points
+    "errors nested 100,000 deep": ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], "
+                                   "errors=numpy.array('[' * 100000 + ']' * 100000)))", "answer was malformed", 0),
+    "an answer of 1e-320": ("x = x * 1e-320", "nearly all zeros", 3),   # the forward is wrong, the backward right
+    "the answer replaced by a link": ("import atexit, os, sys; atexit.register(lambda: (os.remove(sys.argv[2]), "
+                                      "os.symlink('/etc/shadow', sys.argv[2])))", "the answer was a link", 0),
+    "60,000 arrays": ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], "
+                      "**{f'a{i}': numpy.zeros(1) for i in range(60000)}))", "more than the 1,000 expected", 0),
+}
+
+
+@SANDBOX
+@pytest.mark.parametrize("case", sorted(HOSTILE_ANSWERS))
+def test_a_hostile_answer_scores_its_part_0_and_the_batch_completes(tmp_path, case):
+    code, reason, honest = HOSTILE_ANSWERS[case]
+    hostile = submission(tmp_path, in_relu(code), name="hostile")
+    start = time.time()
+    result = cli(REPO, hostile, REPO, "--parts", "relu", "dense", "--csv", tmp_path / "g.csv", "--json",
+                 tmp_path / "r.json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr + result.stdout, result.stderr[-2000:]
+    assert "Warning" not in result.stdout + result.stderr                      # no NumPy warning in a report
+    rows = list(csv.reader((tmp_path / "g.csv").open()))
+    assert [row[1:3] for row in rows[1:]] == [["5", "10"], [str(honest), "10"], ["5", "10"]], rows  # honest: full
+    relu = json.loads((tmp_path / "r.json").read_text())[1]["parts"]["relu"]
+    assert any(reason in r for r in relu["reasons"]), relu["reasons"]
+    if "link" in case:
+        assert not any(word in " ".join(relu["reasons"]) for word in ("shadow", "root", "Permission", "zip"))
+    assert time.time() - start < 240
+
+
+@SANDBOX
+def test_what_a_killed_grader_left_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL cannot be handled: the grader's scratch folder (and its part's cgroup, where it made one) stay
+    behind. The next grading run removes those of graders that are gone."""
+    marker = f"tinyvgg-hang-{os.getpid()}-{time.time_ns()}"
+    hang = submission(tmp_path, in_relu(f"""
+        import subprocess, time
+        subprocess.Popen(["/bin/sh", "-c", "sleep 120", "{marker}"], start_new_session=True)
+        time.sleep(600)
+        """), name="hang")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    grader = subprocess.Popen([sys.executable, "-m", "tinyvgg.assignments", "grade", str(hang), "--parts", "relu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while not marked_processes(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    grader.kill()
+    grader.wait()
+    left = [p.name for p in scratch.iterdir()]
+    assert left and all(name.startswith(f"tinyvgg-grade-{grader.pid}-") for name in left), left
+    result = cli(REPO, "--parts", "relu", env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(scratch.iterdir()) == [], "the killed grader's scratch folder is still there"
+    if cgroup.available() is None:
+        parents = {os.path.dirname(f) for f in cgroup._folders("probe").values()}
+        assert not [n for parent in parents for n in os.listdir(parent) if n.startswith(f"tinyvgg-{grader.pid}-")]
+
+
+def test_feedback_is_total_and_names_tied_maxima():
+    """The feedback's arithmetic never fails (an answer 1e-320 times the right one made 1 / s infinite), and a
+    max-pool backward that sends the gradient to every tied maximum is told so, not given a ReLU hint."""
+    import numpy as np
+
+    from tinyvgg.classroom import feedback, naive
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, (2, 4, 6, 2)).astype(np.float64)                   # the graded inputs' ties
+    dout = rng.standard_normal((2, 2, 3, 2))
+    want = naive.maxpool_backward(x, dout)
+    windows = x.reshape(2, 2, 2, 3, 2, 2)
+    every = ((windows == windows.max(axis=(2, 4), keepdims=True)) * dout[:, :, None, :, None, :]).reshape(x.shape)
+    assert "every tied maximum" in feedback.diagnose("dx", every, want, {"x": x, "dout": dout})
+    for scale, words in ((1e-320, "nearly all zeros"), (0.0, "all zeros"), (1e300, "far too large"),
+                         (-1.0, "wrong sign"), (4.0, "4 times too large")):
+        with np.errstate(all="ignore"):
+            assert words in feedback.diagnose("dx", want * scale, want, {"x": x, "dout": dout}), scale
 
 
 # ---------------------------------------------------------------- a report that cannot lie

@@ -1,8 +1,9 @@
 """``python -m tinyvgg.assignments``: student versions of tinyvgg, and a grader they cannot fool.
 
-``make OUT_DIR [--parts dense relu ...]`` writes a student copy (:mod:`tinyvgg.classroom.handout`).
-``grade STUDENT_DIR... [--json REPORT] [--csv GRADES]`` grades each part of each submission in a
-bubblewrap sandbox and awards every point in this process (:mod:`tinyvgg.classroom.grader`).
+``make OUT_DIR [--parts dense relu ...]`` writes a student copy (:mod:`tinyvgg.classroom.handout`) and its
+``handout.json``, the parts it gave out. ``grade STUDENT_DIR... [--json REPORT] [--csv GRADES]`` grades
+those parts (or ``--parts``) of each submission in a bubblewrap sandbox and awards every point in this
+process (:mod:`tinyvgg.classroom.grader`).
 Every option is checked before any grading; SIGTERM or Ctrl-C stops the batch cleanly: the
 running part's processes end, its scratch folder goes, and the CSV and JSON of the
 submissions graded so far are written.
@@ -18,10 +19,12 @@ import sys
 import tempfile
 
 from . import checkpoint, cli
+from .classroom import cgroup
 from .classroom.checks import PARTS
 from .classroom.grader import UNSAFE_WARNING, grade, isolation, print_report
-from .classroom.handout import make
+from .classroom.handout import make, read_manifest
 from .classroom.report import shown
+from .classroom.scratch import process_alive, remove_leftovers
 from .errors import UsageError
 
 MAX_TIMEOUT = 3600.0               # seconds per part
@@ -52,7 +55,7 @@ def validate(args):
         raise UsageError(f"--memory-limit must be between {low:g} and {high:g} GB, got {args.memory_limit}.")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}.")
-    repeated = sorted({p for p in args.parts if args.parts.count(p) > 1})
+    repeated = sorted({p for p in args.parts or () if args.parts.count(p) > 1})
     if repeated:
         raise UsageError(f"--parts names {', '.join(repeated)} more than once; name each part once.")
     for name in args.student_dirs:
@@ -83,8 +86,16 @@ def _write_outputs(args, reports):
         _write_text(args.csv, rows.getvalue())
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP, Ctrl-C) while grading: handled like Ctrl-C, with the signal's exit code."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.code = 128 + signum
+
+
 def _stop_on_signal(signum, frame):
-    raise KeyboardInterrupt  # handled like Ctrl-C: the running part is killed, what was graded is written
+    raise Stopped(signum)  # the running part is killed, its scratch and cgroup removed, what was graded is written
 
 
 def grade_all(args):
@@ -94,8 +105,11 @@ def grade_all(args):
     background of a script inherits SIGINT ignored, and Python then leaves it ignored, so a
     stop request would otherwise be lost while a part runs on to its timeout.
     """
-    reports, stopped = [], False
-    previous = {signum: signal.signal(signum, _stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    reports, stopped = [], None
+    signals = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, _stop_on_signal) for signum in signals}  # SIGHUP: the terminal closed
+    remove_leftovers()                     # what a grader killed with SIGKILL left behind: its scratch folders
+    cgroup.remove_leftovers(process_alive)  # and its parts' cgroups
     try:
         for student_dir in args.student_dirs:
             try:
@@ -103,9 +117,12 @@ def grade_all(args):
                                      args.unsafe_no_sandbox))
             except (UsageError, OSError) as err:  # this submission cannot be graded; the others still are
                 reports.append(_failed_report(student_dir, str(err), args.parts))
+            except Exception as err:  # a grader bug that one submission found: that row, never the batch
+                reports.append(_failed_report(student_dir, f"the grader failed on it ({type(err).__name__}: "
+                                                           f"{shown(str(err)[:200])})", args.parts))
             print_report(reports[-1])
-    except KeyboardInterrupt:
-        stopped = True
+    except KeyboardInterrupt as err:
+        stopped = err.code if isinstance(err, Stopped) else 130
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -113,19 +130,67 @@ def grade_all(args):
     if stopped:
         print(f"stopped: {len(reports)} of {len(args.student_dirs)} submissions graded; the reports written hold "
               "those only.", file=sys.stderr)
-        return 130
+        return stopped
     return 0
+
+
+def choose_parts(args):
+    """(parts, where they come from): ``--handout``'s manifest, else ``--parts``, else the manifest the submissions
+    carry (``handout.json``, which ``make`` writes), else every part. A ``--parts`` that differs from the handout's
+    is graded as asked, with a warning; submissions whose manifests differ are refused (one of them was edited)."""
+    if args.handout:
+        parts = read_manifest(args.handout)
+        if parts is None:
+            raise UsageError(f"--handout {args.handout} holds no handout.json; pass the folder that "
+                             "python -m tinyvgg.assignments make wrote.")
+        if args.parts and args.parts != parts:
+            raise UsageError(f"--parts {' '.join(args.parts)} and --handout {args.handout} ({' '.join(parts)}) "
+                             "disagree; pass one of them.")
+        return parts, f"the handout's handout.json ({args.handout})"
+    carried = {}
+    for student_dir in args.student_dirs:
+        try:
+            found = read_manifest(student_dir) if os.path.isdir(student_dir) else None
+        except UsageError:
+            found = ("unreadable",)
+        if found is not None:
+            carried.setdefault(tuple(found), []).append(student_dir)
+    if args.parts:
+        if carried and set(carried) != {tuple(args.parts)}:
+            handed = " ".join(next(iter(carried)))
+            print(f"warning: grading --parts {' '.join(args.parts)}, though the handout gave out {handed} "
+                  "(its handout.json); leave out --parts to grade what was handed out.", file=sys.stderr)
+        return args.parts, "--parts"
+    if len(carried) > 1:
+        listed = "; ".join(f"{' '.join(parts)} in {', '.join(shown(d) for d in dirs[:2])}"
+                           for parts, dirs in carried.items())
+        raise UsageError(f"the submissions' handout.json files disagree on the parts ({listed}); pass --handout "
+                         "with the folder make wrote (or --parts).")
+    if carried:
+        return list(next(iter(carried))), "the handout.json the submissions carry"
+    return list(PARTS), "every part (no handout.json found; pass --handout or --parts to grade fewer)"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyvgg.assignments", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    mk = sub.add_parser("make", help="write a student version")
-    mk.add_argument("out_dir")
-    mk.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
-    gr = sub.add_parser("grade", help="grade one or more submissions")
-    gr.add_argument("student_dirs", nargs="+", metavar="STUDENT_DIR")
-    gr.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    mk = sub.add_parser("make", help="write a student version",
+                        description="Write a student version: the package with the chosen parts blank under their "
+                                    "hints, tests on fixed inputs, the lessons with those parts blank, a README "
+                                    "listing every blank, and handout.json, which grade reads.")
+    mk.add_argument("out_dir", help="a new (or empty) folder for the student version")
+    mk.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), metavar="PART",
+                    help=f"the parts to leave blank and grade (default: all): {', '.join(PARTS)}")
+    gr = sub.add_parser("grade", help="grade one or more submissions",
+                        description="Grade each part of each submission in a sandbox; every point is computed "
+                                    "here. Grades the parts the handout gave out (handout.json) unless told.")
+    gr.add_argument("student_dirs", nargs="+", metavar="STUDENT_DIR",
+                    help="the folders the students handed in (each the whole student version)")
+    gr.add_argument("--parts", nargs="+", choices=list(PARTS), metavar="PART",
+                    help="grade these parts (default: those in handout.json, else all)")
+    gr.add_argument("--handout", metavar="FOLDER",
+                    help="the folder make wrote (or its handout.json): grade the parts it handed out, whatever the "
+                         "submissions' own copies say")
     gr.add_argument("--json", help="write the full report of one submission (or a list of them) here")
     gr.add_argument("--csv", help="write one row per submission: points per part and the total")
     gr.add_argument("--force", action="store_true", help="replace an existing --json or --csv file")
@@ -142,8 +207,10 @@ def main(argv=None):
               f"{notebooks} lesson notebooks)")
         return 0
     validate(args)
+    args.parts, source = choose_parts(args)
     if isolation(args.unsafe_no_sandbox) == "unsafe":
         print(f"warning: {UNSAFE_WARNING}.", file=sys.stderr)
+    print(f"grading {', '.join(args.parts)} ({sum(PARTS[k] for k in args.parts)} points), from {source}")
     return grade_all(args)
 
 

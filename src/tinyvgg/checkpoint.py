@@ -128,7 +128,7 @@ def save(path, params, meta, optimizer=None, buffers=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def read_npz(path, max_bytes=None):
+def read_npz(path, max_bytes=None, max_members=None):
     """``{name: array}`` of an .npz file, every header checked before any array is allocated.
 
     ``np.load`` trusts each array's header: a crafted file that claims a 36 TiB array
@@ -136,12 +136,15 @@ def read_npz(path, max_bytes=None):
     objects: nothing is unpickled) whose header's size matches the bytes it holds, and
     ``max_bytes`` (if given) caps their sum. A member that would expand more than
     MAX_EXPANSION times (a zip bomb: megabytes that decompress to gigabytes) is refused from
-    the sizes the zip directory declares, before anything is decompressed. Raises ValueError
+    the sizes the zip directory declares, before anything is decompressed; so is a file of more than
+    ``max_members`` arrays (if given). ``path``: a file name or an open binary file. Raises ValueError
     (or a zip error) otherwise.
     """
     arrays, total = {}, 0
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(path) as archive:  # a path or an open file
         members = archive.infolist()
+        if max_members is not None and len(members) > max_members:
+            raise ValueError(f"it holds {len(members):,} arrays, more than the {max_members:,} expected")
         declared = sum(info.file_size for info in members)
         if max_bytes is not None and declared > max_bytes:
             raise ValueError(f"its arrays would take {declared:,} bytes, more than the {max_bytes:,} available")

@@ -10,6 +10,7 @@ it afterwards. :func:`available` says whether this works here.
 """
 import functools
 import os
+import re
 import signal
 import time
 
@@ -96,6 +97,29 @@ class PartCgroup:
                 return [int(line) for line in f if line.strip()]
         except OSError:
             return []
+
+
+def remove_leftovers(alive):
+    """Remove the part cgroups (``tinyvgg-<pid>-...``) of graders that are gone, killing what is left in them;
+    ``alive(pid)`` says whether a grader still runs. Returns how many were removed."""
+    try:
+        parents = {os.path.dirname(folder) for folder in _folders("probe").values()}
+    except (OSError, ValueError):
+        return 0
+    removed = 0
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            match = re.fullmatch(r"tinyvgg-(\d+)-.+", name)
+            if match and int(match.group(1)) != os.getpid() and not alive(int(match.group(1))):
+                leftover = object.__new__(PartCgroup)
+                leftover.folders = {"memory": os.path.join(parent, name), "pids": os.path.join(parent, name)}
+                leftover.remove()
+                removed += not os.path.exists(os.path.join(parent, name))
+    return removed
 
 
 @functools.lru_cache(maxsize=1)

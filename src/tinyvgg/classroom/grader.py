@@ -15,6 +15,8 @@ import math
 import os
 import random
 import shutil
+import stat
+import warnings
 import zipfile
 
 import numpy as np
@@ -127,12 +129,63 @@ def _child_env(workdir):
 
 # ---------------------------------------------------------------- one part
 
+#: The most arrays an answer may hold (a part's cases make a few dozen): a zip of 60,000 members would
+#: otherwise cost seconds of the grader's own time, outside --timeout.
+MAX_ANSWER_MEMBERS = 1000
+#: The longest list of errors an answer may carry (bytes of JSON), and how deep it may nest: a mapping of
+#: case to reason is one level; a list nested 100,000 deep would exhaust the JSON decoder's recursion.
+MAX_ERRORS_TEXT, MAX_ERRORS_DEPTH = 1 << 20, 4
+
+
+class AnswerIsALink(ValueError):
+    """The answer file was replaced by a link: it is never followed, and the reason says nothing of the target."""
+
+
+def open_answer(path):
+    """The answer file, opened read-only without following a link (``O_NOFOLLOW``), and only if it is a
+    regular file: a sandboxed child can replace its answer by a link to any file of the grader's machine
+    (``/etc/shadow``), which the grader, perhaps root, could read, and whose existence and format a reason
+    would then betray."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        if os.path.islink(path):
+            raise AnswerIsALink("the answer was a link, not a file") from None
+        raise ValueError(f"its answer cannot be opened ({err.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("its answer is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _nesting(text):
+    """How deep the brackets of a JSON text nest (strings skipped), counted without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _read_answer(path):
     """(outputs, errors) from the child's answer file, or a ValueError saying what is wrong with it."""
-    arrays = checkpoint.read_npz(path, max_bytes=FILE_CAP)
+    with open_answer(path) as f:
+        arrays = checkpoint.read_npz(f, max_bytes=FILE_CAP, max_members=MAX_ANSWER_MEMBERS)
     if "errors" not in arrays or arrays["errors"].dtype.kind != "U" or arrays["errors"].ndim != 0:
         raise ValueError("its answer has no list of errors")
-    errors = json.loads(str(arrays.pop("errors")))
+    text = str(arrays.pop("errors"))
+    if len(text) > MAX_ERRORS_TEXT or _nesting(text) > MAX_ERRORS_DEPTH:
+        raise ValueError("its list of errors is not a mapping of case to reason")
+    errors = json.loads(text)
     if not isinstance(errors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in errors.items()):
         raise ValueError("its list of errors is not a mapping of case to reason")
     return arrays, {k: shown(v[:300]) for k, v in errors.items()}  # checks.score refuses all but real floats
@@ -185,9 +238,17 @@ def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode, 
     if failed is None:
         try:
             outputs, errors = _read_answer(answer_path)
-            return checks.score(task, outputs, errors), None
-        except (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile) as err:
-            failed = f"its answer was malformed ({type(err).__name__}: {shown(err)})"
+        except AnswerIsALink as err:
+            failed = str(err)
+        except (ValueError, OSError, EOFError, KeyError, MemoryError, RecursionError, zipfile.BadZipFile) as err:
+            failed = f"its answer was malformed ({type(err).__name__}: {shown(str(err)[:200])})"
+    if failed is None:
+        try:  # judged in this process: no warning may reach the report, no failure may stop the batch
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return checks.score(task, outputs, errors), None
+        except Exception as err:  # an answer shaped to break a check or its feedback: this part, not the batch
+            failed = f"its answer could not be judged ({type(err).__name__}: {shown(str(err)[:200])})"
     return [{"check": c["title"], "points": 0, "max": c["points"], "reason": failed} for c in task.checks], failed
 
 
@@ -222,8 +283,15 @@ def grade(student_dir, parts=tuple(PARTS), timeout=60.0, seed=None, memory_gb=4.
                                              memory_bytes + (64 << 20), MAX_PROCESSES)
         for number, part in enumerate(parts):
             part_dir = os.path.join(scratch, part)  # a fresh working folder: nothing one part leaves reaches the next
-            scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout, memory_bytes, mode,
-                                        parts_cgroup)
+            try:
+                scored, failed = grade_part(part_dir, package_copy, part, seed + number, timeout, memory_bytes,
+                                            mode, parts_cgroup)
+            except (KeyboardInterrupt, UsageError):
+                raise
+            except Exception as err:  # whatever this part's code or answer did: 0 for it, the rest goes on
+                failed = f"the grader could not grade it ({type(err).__name__}: {shown(str(err)[:200])})"
+                scored = [{"check": c["title"], "points": 0, "max": c["points"], "reason": failed}
+                          for c in checks.make_task(part, seed + number).checks]
             remove_tree(part_dir)
             points = sum(c["points"] for c in scored)
             lost = [f"-{c['max']} {c['check']}: {c['reason']}" for c in scored if c["reason"]]

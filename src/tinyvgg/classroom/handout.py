@@ -90,12 +90,18 @@ def strip_solutions(text, parts, where="code", blanks=None):
 EXERCISE = "exercise"
 
 
-def _convert_notebook(path, dest, parts):
+def _convert_notebook(path, dest, parts, blanks=None):
+    """Write the student version of a lesson; ``blanks`` (a list) receives ``(part, hint, code cell number)``."""
     with open(path) as f:
         nb = json.load(f)
+    code_cells = 0
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
-            text = strip_solutions("".join(cell["source"]), set(parts) | {EXERCISE}, os.path.basename(path))
+            code_cells += 1
+            found = []
+            text = strip_solutions("".join(cell["source"]), set(parts) | {EXERCISE}, os.path.basename(path), found)
+            if blanks is not None:
+                blanks += [(part, hint, code_cells) for part, hint, _ in found]
             cell["source"] = [line + "\n" for line in text.split("\n")]
             cell["source"][-1] = cell["source"][-1].rstrip("\n")
             cell["outputs"], cell["execution_count"] = [], None
@@ -127,6 +133,11 @@ Hand in this whole folder.
 Graded (points out of {total}):
 
 {graded}
+
+In the lessons (each graded part you write in `src/tinyvgg` is written once more where a lesson builds it
+up step by step, and each lesson ends with an exercise; both are checked in the lesson, not graded):
+
+{notebooks}
 
 Optional, not graded: the fast classes of `fastconv.py` (`FastConv2D`, `FastMaxPool2D`)
 compute the same things faster, and `SyncBatchNorm2D` in `training/sync_bn.py` spreads batch
@@ -253,17 +264,59 @@ def _write_student_version(out_dir, parts):
                     os.path.join(tests, "part_runner.py"))  # how the tests call each part (no answers in it)
     with open(os.path.join(tests, "expected.npz"), "wb") as f:
         f.write(_expected_file(parts))
-    total = sum(PARTS[p] for p in parts)
-    with open(os.path.join(out_dir, "README.md"), "w") as f:
-        f.write(STUDENT_README.format(parts=", ".join(parts), total=total,
-                                      graded="\n".join(graded) or "- none",
-                                      optional="\n".join(optional) or "- none"))
     lessons = os.path.join(REPO_DIR, "lessons")
-    converted = 0
+    converted, notebook_blanks = 0, []
     if os.path.isdir(lessons):
         os.makedirs(os.path.join(out_dir, "lessons"))
         for name in sorted(os.listdir(lessons)):
             if name.endswith(".ipynb"):
-                _convert_notebook(os.path.join(lessons, name), os.path.join(out_dir, "lessons", name), parts)
+                found = []
+                _convert_notebook(os.path.join(lessons, name), os.path.join(out_dir, "lessons", name), parts, found)
+                notebook_blanks += [{"lesson": f"lessons/{name}", "code_cell": cell, "part": part, "hint": hint}
+                                    for part, hint, cell in found]
                 converted += 1
+    total = sum(PARTS[p] for p in parts)
+    notebooks = [f"- `{b['lesson']}`, code cell {b['code_cell']} "
+                 f"({'an exercise' if b['part'] == EXERCISE else 'part ' + b['part']}): {b['hint']}"
+                 for b in notebook_blanks]
+    with open(os.path.join(out_dir, "README.md"), "w") as f:
+        f.write(STUDENT_README.format(parts=", ".join(parts), total=total,
+                                      graded="\n".join(graded) or "- none",
+                                      notebooks="\n".join(notebooks) or "- none",
+                                      optional="\n".join(optional) or "- none"))
+    write_manifest(out_dir, parts, graded, notebook_blanks)
     return converted
+
+
+#: The file ``make`` writes beside the student version's README: what was handed out, for ``grade``.
+MANIFEST = "handout.json"
+
+
+def write_manifest(out_dir, parts, blanks, notebook_blanks):
+    """``handout.json``: the parts handed out with their points, and every blank, in the code and in the lessons."""
+    manifest = {"format": "tinyvgg-handout", "version": 1, "parts": {p: PARTS[p] for p in parts},
+                "total": sum(PARTS[p] for p in parts), "blanks": blanks, "notebook_blanks": notebook_blanks}
+    with open(os.path.join(out_dir, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+def read_manifest(path):
+    """The parts (a list, in the order handed out) that the ``handout.json`` at ``path`` (a file, or the folder
+    holding it) lists, or None where there is none; a UsageError for one that is not a handout's."""
+    if os.path.isdir(path):
+        path = os.path.join(path, MANIFEST)
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    try:
+        if os.path.getsize(path) > 1 << 20:
+            raise ValueError("larger than any handout's")
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        parts = list(manifest["parts"])
+        if manifest.get("format") != "tinyvgg-handout" or not parts or not set(parts) <= set(PARTS):
+            raise ValueError("not a list of tinyvgg's parts")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+        raise UsageError(f"{path} is not a handout.json written by python -m tinyvgg.assignments make ({err}); "
+                         "pass --parts, or --handout with the folder make wrote.") from None
+    return parts

@@ -10,6 +10,7 @@ So a removal that meets a folder refilled behind it starts again, for a few seco
 """
 import errno
 import os
+import re
 import stat
 import tempfile
 import time
@@ -20,9 +21,39 @@ REFILL_PATIENCE_S = 5.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+PREFIX = "tinyvgg-grade-"
+
+
 def make_scratch():
-    """A new private folder for one submission's parts (mode 0700)."""
-    return tempfile.mkdtemp(prefix="tinyvgg-grade-")
+    """A new private folder for one submission's parts (mode 0700), named after this process, so that a
+    later grader can tell a folder whose grader was killed (:func:`remove_leftovers`)."""
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_leftovers(folder=None):
+    """Remove the scratch folders of graders that are gone (a SIGKILLed grader cannot clean up after itself);
+    returns how many. A folder of a grader still running is left alone."""
+    folder = folder or tempfile.gettempdir()
+    removed = 0
+    for name in os.listdir(folder):
+        match = re.fullmatch(re.escape(PREFIX) + r"(\d+)-\w+", name)
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+            try:
+                remove_tree(os.path.join(folder, name))
+                removed += 1
+            except OSError:
+                pass  # another user's, or busy: the next run tries again
+    return removed
 
 
 def _open_dir(name, dir_fd=None):
