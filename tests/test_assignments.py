@@ -392,6 +392,70 @@ def test_an_edited_handout_json_cannot_shrink_what_is_graded(tmp_path):
     assert choose_parts(args)[0] == ["conv", "pool", "dense"]
 
 
+GRADESCOPE_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
+
+
+def check_results_json(data, parts):
+    """results.json against Gradescope's specification: the fields, their types, and scores that add up."""
+    assert set(data) == {"score", "execution_time", "output", "stdout_visibility", "tests"}, data.keys()
+    assert isinstance(data["score"], float) and isinstance(data["execution_time"], int)
+    assert isinstance(data["output"], str) and data["stdout_visibility"] in GRADESCOPE_VISIBILITY
+    assert [t["name"] for t in data["tests"]] == [f"part {p}" for p in parts]
+    for test in data["tests"]:
+        assert set(test) == {"name", "score", "max_score", "status", "output", "visibility"}, test.keys()
+        assert isinstance(test["score"], float) and isinstance(test["max_score"], float)
+        assert 0 <= test["score"] <= test["max_score"] and test["status"] in ("passed", "failed")
+        assert isinstance(test["output"], str) and test["visibility"] in GRADESCOPE_VISIBILITY
+    assert data["score"] == sum(t["score"] for t in data["tests"])
+
+
+@SANDBOX
+def test_the_gradescope_autograder_grades_as_grade_does(tmp_path, student):
+    """The zip's run_autograder, with /autograder moved to a temporary folder (AUTOGRADER_ROOT) and this Python
+    standing in for the venv setup.sh makes: honest, blank and hostile uploads, results.json to specification,
+    scores equal to grade's. Not run here: Gradescope itself (its Ubuntu image, its upload and its container)."""
+    import zipfile
+    zip_path = tmp_path / "autograder.zip"
+    done = subprocess.run([sys.executable, "-m", "tinyvgg.assignments", "gradescope", str(zip_path), "--parts",
+                           "relu", "dense", "pool"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        assert {"setup.sh", "run_autograder", "tinyvgg_autograder.json"} <= set(names)
+        assert "src/tinyvgg/classroom/grader.py" in names
+        assert archive.getinfo("run_autograder").external_attr >> 16 & 0o111    # executable once unzipped
+    hostile = submission(tmp_path, ("layers.py", "out = xp.maximum(x, 0)", "import atexit, os, sys; atexit.register("
+                                    "lambda: (os.remove(sys.argv[2]), os.symlink('/etc/shadow', sys.argv[2])))\n"
+                                    "        out = xp.maximum(x, 0)"), name="hostile")
+    for name, upload in (("honest", REPO), ("blank", student), ("hostile", hostile)):
+        root = tmp_path / name / "autograder"
+        (root / "source").mkdir(parents=True)
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(root / "source")
+        (root / "source" / "run_autograder").chmod(0o755)
+        shutil.copytree(upload / "src", root / "submission" / "handed-in" / "src")  # a zip of the folder, unpacked
+        run = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
+                             timeout=600, env=dict(os.environ, AUTOGRADER_ROOT=str(root),
+                                                   AUTOGRADER_PYTHON=sys.executable))
+        assert run.returncode == 0, run.stderr[-2000:]
+        data = json.loads((root / "results" / "results.json").read_text())
+        check_results_json(data, ["relu", "dense", "pool"])
+        report = assignments.grade(str(upload), parts=["relu", "dense", "pool"], timeout=60)
+        assert data["score"] == report["total"] == {"honest": 25, "blank": 0, "hostile": 20}[name], (name, data)
+        assert "bubblewrap sandbox" in data["output"]
+        if name == "hostile":
+            assert "the answer was a link" in data["tests"][0]["output"] and "shadow" not in json.dumps(data)
+
+
+def test_where_bubblewrap_cannot_run_results_json_says_the_container_is_the_boundary():
+    from tinyvgg.classroom.gradescope import results
+    report = {"total": 5, "parts": {"relu": {"points": 5, "max": 5, "reasons": [], "checks": [
+        {"check": "ReLU forward", "points": 5, "max": 5, "reason": None}]}}}
+    data = results(report, "unsafe", "user namespaces are not allowed", 1.2)
+    check_results_json(data, ["relu"])
+    assert "Gradescope's container, one per submission (bubblewrap cannot run in it" in data["output"]
+
+
 def assignments_args(*student_dirs, parts=None, handout=None):
     import argparse
     return argparse.Namespace(student_dirs=list(student_dirs), parts=parts, handout=handout)

@@ -23,7 +23,7 @@ from .classroom import cgroup
 from .classroom.checks import PARTS
 from .classroom.grader import UNSAFE_WARNING, grade, isolation, print_report
 from .classroom.handout import make, read_manifest
-from .classroom.report import shown
+from .classroom.report import brief, shown
 from .classroom.scratch import process_alive, remove_leftovers
 from .errors import UsageError
 
@@ -69,7 +69,7 @@ def validate(args):
 
 
 def _failed_report(student_dir, error, parts):
-    return {"submission": student_dir, "error": error, "total": 0, "max": sum(PARTS[k] for k in parts),
+    return {"submission": student_dir, "error": brief(error), "total": 0, "max": sum(PARTS[k] for k in parts),
             "parts": {k: {"points": 0, "max": PARTS[k], "reasons": [], "checks": []} for k in parts}}
 
 
@@ -171,6 +171,25 @@ def choose_parts(args):
     return list(PARTS), "every part (no handout.json found; pass --handout or --parts to grade fewer)"
 
 
+def write_gradescope_zip(args):
+    from .classroom.gradescope import write_zip
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT):
+        raise UsageError(f"--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+                         f"got {args.timeout}.")
+    parts = args.parts
+    if args.handout:
+        parts = read_manifest(args.handout)
+        if parts is None:
+            raise UsageError(f"--handout {args.handout} holds no handout.json; pass the folder that "
+                             "python -m tinyvgg.assignments make wrote.")
+    parts = parts or list(PARTS)
+    out = cli.output_path(args.out, "OUT.zip", args.force)
+    checkpoint.atomic_write(out, lambda f: write_zip(f, parts, args.timeout))
+    print(f"wrote {out}: a Gradescope autograder for {', '.join(parts)} ({sum(PARTS[k] for k in parts)} points); "
+          "upload it as the assignment's autograder (Ubuntu image)")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyvgg.assignments", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -200,7 +219,19 @@ def main(argv=None):
     gr.add_argument("--seed", type=int, help="the inputs' seed (default: a fresh random one)")
     gr.add_argument("--unsafe-no-sandbox", action="store_true",
                     help="grade where bubblewrap cannot run (the student's code can then read this machine)")
+    gs = sub.add_parser("gradescope", help="write an autograder zip for Gradescope",
+                        description="Write an autograder zip to Gradescope's specification (setup.sh, "
+                                    "run_autograder, results.json with one test per part). Upload it as a "
+                                    "programming assignment's autograder; students upload their folder (or a zip).")
+    gs.add_argument("out", metavar="OUT.zip", help="the zip to write")
+    gs.add_argument("--parts", nargs="+", choices=list(PARTS), metavar="PART",
+                    help="the parts to grade (default: those of --handout, else all)")
+    gs.add_argument("--handout", metavar="FOLDER", help="the folder make wrote: grade the parts it handed out")
+    gs.add_argument("--timeout", type=float, default=60.0, help=f"seconds allowed per part (at most {MAX_TIMEOUT:g})")
+    gs.add_argument("--force", action="store_true", help="replace an existing OUT.zip")
     args = p.parse_args(argv)
+    if args.command == "gradescope":
+        return write_gradescope_zip(args)
     if args.command == "make":
         notebooks = make(args.out_dir, args.parts)
         print(f"wrote the student version to {args.out_dir} (parts: {', '.join(args.parts)}; "

@@ -19,8 +19,33 @@ from contextlib import contextmanager
 import numpy as np
 
 
+class Verdict:
+    """What :func:`check` returns: true when the exercise passed. It shows nothing in a notebook (the
+    check has already printed its sentence), so a cell that ends with ``check(test)`` prints
+    "Correct." and not "Correct." then "True"."""
+
+    def __init__(self, passed):
+        self.passed = passed
+
+    def __bool__(self):
+        return self.passed
+
+    def __eq__(self, other):
+        return bool(self) == other
+
+    def __hash__(self):
+        return hash(self.passed)
+
+    def __repr__(self):
+        return f"Verdict(passed={self.passed})"
+
+    def _ipython_display_(self):
+        pass
+
+
 def check(test, success="Correct."):
-    """Run ``test()`` (which calls your answer and asserts what must hold); True when it passes.
+    """Run ``test()`` (which calls your answer and asserts what must hold); a true :class:`Verdict` when it
+    passes.
 
     A ``NotImplementedError`` means the exercise is not done yet: a note, not an error. A wrong
     answer raises an ``AssertionError`` that says what is wrong.
@@ -29,11 +54,11 @@ def check(test, success="Correct."):
         test()
     except NotImplementedError:
         print("Not done yet: write your answer in the cell above, run it, then run this cell again.")
-        return False
+        return Verdict(False)
     except AssertionError as err:
         raise AssertionError(f"Not yet right: {err}") from None
     print(success)
-    return True
+    return Verdict(True)
 
 
 def close(got, expected, what, tol=1e-6):

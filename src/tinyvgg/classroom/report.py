@@ -21,11 +21,18 @@ def shown(text):
                    for ch in str(text))
 
 
+def brief(text, limit=300):
+    """``text`` shown (:func:`shown`) and, when longer than ``limit``, its start and end around " ... ": a reason
+    that names a file 2,100 folders deep stays one readable line."""
+    text = shown(text)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 3]} ... {text[-(limit // 2 - 3):]}"
+
+
 def print_report(report):
     print(f"{shown(report['submission'])}: {report['total']} / {report['max']} points")
     if report.get("error"):
-        print(f"  not graded: {shown(report['error'])}")
+        print(f"  not graded: {brief(report['error'])}")
     for part, r in report["parts"].items():
         print(f"  {part:<9} {r['points']:>3} / {r['max']:<3}")
         for reason in r["reasons"]:
-            print(f"      {shown(reason)}")
+            print(f"      {brief(reason, 600)}")
