@@ -327,7 +327,7 @@ def huge_input(path):
     (huge_input, "evaluate", "larger than the 1024"),
     (lambda p: crafted(p, {"model_config": dict(vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 16,
                                                       fc_units=8).config, fc_units=2**24)}),
-     "predict", "GiB of memory, but this machine has"),
+     "predict", "GiB of memory, but only"),
     (nan_weights, "predict", "holds NaN or infinite weights (fc1.W)"),
     (nan_weights, "evaluate", "the run that wrote it diverged"),
 ])

@@ -165,7 +165,7 @@ def test_non_finite_weights_are_never_saved_as_best(tmp_path):
 
 
 @pytest.mark.parametrize("interrupt_at, signal_name",  # (epoch, step): 4 steps an epoch
-                         [((0, 3), "SIGINT"), ((1, 1), "SIGINT"), ((1, 3), "SIGINT"), ((1, 1), "SIGTERM")])
+                         [((0, 3), "SIGINT"), ((1, 1), "SIGINT"), ((1, 2), "SIGINT"), ((1, 1), "SIGTERM")])
 def test_ctrl_c_anywhere_then_resume_equals_the_straight_run_bit_for_bit(tmp_path, interrupt_at, signal_name):
     """Ctrl-C, or SIGTERM (what a batch system sends before it ends a job), stops after the step in flight."""
     import signal
@@ -242,3 +242,23 @@ def test_the_learning_rate_message_follows_the_epoch_line_it_belongs_to(capsys):
     assert lines[0].startswith("epoch 1 ") and "lr 0.1 " in lines[0]
     assert lines[1] == "learning rate reduced to 0.01 from epoch 2 on"
     assert lines[2].startswith("epoch 2 ") and "lr 0.01 " in lines[2]
+    assert lines[3:] == []                               # a last epoch announces no rate for an epoch that never comes
+
+
+def test_ctrl_c_in_the_last_step_of_the_run_ends_it_as_a_finished_run(tmp_path):
+    """Stopped after its last step, the run is complete: fit returns (the CLI then writes its end-of-run files)
+    instead of saving a 'position' that a resume would find nothing left to do from."""
+    import signal
+    rng = np.random.default_rng(5)
+    trainer = make_trainer(rng, tmp_path)
+    step_of, count = trainer.train_step, {"steps": 0}
+
+    def step_then_ctrl_c(x, y):
+        result = step_of(x, y)
+        count["steps"] += 1
+        if count["steps"] == 8:                         # the last step of epoch 2 of 2
+            signal.raise_signal(signal.SIGINT)
+        return result
+    trainer.train_step = step_then_ctrl_c
+    trainer.fit(*loaders(rng), epochs=2)                # no KeyboardInterrupt
+    assert trainer.epoch == 2 and trainer.position is None

@@ -29,8 +29,16 @@ VERSION = 1
 #: A member that expands more than this many times is refused before it is read: NumPy's float32
 #: weights hardly compress (about 1.1x), while a zip bomb of zeros expands about 1000x.
 MAX_EXPANSION = 100
-#: Members below this size are never refused for their expansion (a buffer of ones compresses well).
+#: Members below this size are never refused for their expansion (a buffer of ones compresses well); the
+#: members' sum is held to MAX_EXPANSION too, so many small ones do not add up to a bomb.
 SMALL_MEMBER = 2**20
+#: The most arrays a checkpoint may hold: VGG19-BN's weights, buffers and two optimizer slots are about 300.
+MAX_MEMBERS = 10000
+
+
+#: The smallest standard deviation of a normalization: pixels in [0, 1] that vary by less are a blank image,
+#: and dividing by 1e-38 turns every input into infinities.
+MIN_STD = 1e-4
 
 
 class SaveError(TinyVGGError, OSError):
@@ -49,12 +57,14 @@ class Checkpoint:
         stats = self.meta.get("normalization")
         try:
             mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
-            valid = mean.shape == std.shape == (3,) and np.isfinite(mean).all() and (std > 0).all()
+            valid = mean.shape == std.shape == (3,) and np.isfinite(mean).all() and np.isfinite(std).all() \
+                and (std >= MIN_STD).all()
         except (TypeError, KeyError, ValueError):
             valid = False
         if not valid:
             raise CheckpointError(f"{self.path or 'the checkpoint'} has no valid normalization statistics "
-                                  "(three means and three positive standard deviations); was it written by tinyvgg?")
+                                  f"(three finite means and three standard deviations of at least {MIN_STD:g}); was "
+                                  "it written by tinyvgg?")
         return mean, std
 
     def class_names(self, count=None):
@@ -148,6 +158,10 @@ def read_npz(path, max_bytes=None, max_members=None):
         declared = sum(info.file_size for info in members)
         if max_bytes is not None and declared > max_bytes:
             raise ValueError(f"its arrays would take {declared:,} bytes, more than the {max_bytes:,} available")
+        packed = sum(info.compress_size for info in members)
+        if declared > SMALL_MEMBER and declared > MAX_EXPANSION * max(packed, 1):  # many small members, one bomb
+            raise ValueError(f"its {len(members):,} arrays would expand from {packed:,} to {declared:,} bytes in all, "
+                             "which no checkpoint does (a zip bomb?)")
         for info in members:
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"{info.filename} is not an array")
@@ -183,7 +197,7 @@ def load(path):
         raise CheckpointError(f"the checkpoint {path} is not a regular file; pass the path of a .npz written by "
                               "tinyvgg.")
     try:
-        arrays = read_npz(path, max_bytes=memory.available_bytes())
+        arrays = read_npz(path, max_bytes=memory.available_bytes(), max_members=MAX_MEMBERS)
         if "meta" not in arrays:
             raise CheckpointError(f"{path} is an .npz file but not a tinyvgg checkpoint.")
         meta = json.loads(str(arrays.pop("meta")))
@@ -203,14 +217,32 @@ def load_model(path, backend="numpy"):
     """(model, checkpoint): the model a checkpoint describes, with its weights, on ``backend``."""
     from .models import build_model
     ckpt = load(path)
-    if not isinstance(ckpt.meta.get("model_config"), dict):
+    config = ckpt.meta.get("model_config")
+    if not isinstance(config, dict):
         raise CheckpointError(f"{path} has no model configuration; was it written by an older tool?")
+    problem = memory.config_problem(config)
+    if problem:
+        raise CheckpointError(f"{path} describes a model tinyvgg cannot build: {problem}; was it written by tinyvgg?")
+    odd = [name for name, value in {**ckpt.params, **ckpt.buffers}.items() if value.dtype.kind != "f"]
+    if odd:
+        kind = ckpt.params.get(odd[0], ckpt.buffers.get(odd[0])).dtype
+        raise CheckpointError(f"{path} holds {kind} weights ({', '.join(odd[:3])}); a tinyvgg model's weights are "
+                              "real floating-point numbers.")
     try:
-        memory.check_inference(ckpt.meta["model_config"], path)
-        model = build_model(ckpt.meta["model_config"])
+        memory.check_inference(config, path)
+        expected, held = memory.vgg_sizes(config)[0], sum(int(v.size) for v in ckpt.params.values())
+        if held != expected:  # compared before the model is built: a small file cannot make it allocate a large one
+            raise CheckpointError(f"{path} holds {held:,} weights, but its configuration describes a model of "
+                                  f"{expected:,}; it is damaged, or its configuration was edited.")
+        model = build_model(dict(config, init="zeros", head_init="zeros"))  # no random draw: overwritten at once
+        model.config = dict(model.config, init=config.get("init", "he_normal"))
+        if "head_init" in config:
+            model.config["head_init"] = config["head_init"]
+        else:
+            model.config.pop("head_init", None)
     except TinyVGGError:
         raise
-    except (TypeError, ValueError, KeyError) as err:
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
         raise CheckpointError(f"{path} describes a model tinyvgg cannot build: {err}") from None
     ckpt.load_into(model)
     return model.to(backend), ckpt
@@ -226,6 +258,10 @@ def load_classifier(path, backend="numpy"):
         raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}"
                               f"{'...' if len(bad) > 3 else ''}): the run that wrote it diverged; use an earlier "
                               "best.npz, or train again with a lower --lr.")
+    for name, value in ckpt.buffers.items():
+        if not np.isfinite(value).all() or name.endswith("running_var") and (value < 0).any():
+            raise CheckpointError(f"{path} holds batch-norm statistics that no training gives ({name}: NaN, "
+                                  "infinite, or a negative variance); use another checkpoint.")
     if not model.config.get("include_top", True):
         raise CheckpointError(f"{path} holds a convolutional base without the dense top (include_top=False): it "
                               "makes features, not class scores; fine-tune a head on it first with --finetune.")

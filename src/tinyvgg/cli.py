@@ -5,6 +5,7 @@ import os
 import re
 import sys
 import tempfile
+import unicodedata
 import warnings
 
 from .errors import TinyVGGError, UsageError
@@ -54,6 +55,17 @@ def read_class_names(path):
         raise UsageError(f"cannot read --class-names {path}: {err.strerror}.") from None
     except UnicodeDecodeError as err:
         raise UsageError(f"--class-names {path} is not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
+
+
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format, surrogate, private, unassigned, separators
+
+
+def shown(text):
+    """``text`` with every control and format character escaped (``\\n``, ``\\x1b``, ``\\u202e``...), so that text
+    from a file (a checkpoint's class names, a student's exception) can neither clear the screen, set the window's
+    title, move the cursor nor forge a line. The result holds none, so showing it again changes nothing."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _HIDDEN else ch
+                   for ch in str(text))
 
 
 def summary(doc):

@@ -13,6 +13,7 @@ the process. The estimates count float32 values:
 Training holds the parameters four times (weights, gradients, momentum or Adam's two
 slots); predicting once.
 """
+import math
 import os
 
 from .errors import UsageError
@@ -30,18 +31,69 @@ class OutOfMemory(UsageError):
 
 
 def available_bytes():
-    """The memory this process can still take (``MemAvailable`` on Linux, else the physical memory), or None."""
+    """The memory this process can still take: ``MemAvailable`` on Linux (else the physical memory), and no more
+    than what its address-space limit (``ulimit -v``, ``RLIMIT_AS``) leaves above what it already maps; or None."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    limit = _address_space_left()
+    return limit if free is None else free if limit is None else min(free, limit)
+
+
+def _address_space_left():
+    """Bytes of address space left under ``RLIMIT_AS`` (None without a limit): the limit less what is mapped."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return max(0, soft - mapped)
+    except (ImportError, OSError, ValueError, AttributeError):
         return None
+
+
+#: The largest width, dense layer and class count a configuration may describe (the memory check judges the
+#: rest: these only keep a crafted number from overflowing the estimate).
+MAX_WIDTH, MAX_FC_UNITS, MAX_CLASSES = 4.0, 2**24, 2**20
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def config_problem(config):
+    """None when ``config`` (a model configuration, as a checkpoint stores it) describes a VGG that tinyvgg can
+    build and estimate, else what is wrong with it, in a few words (a crafted file may hold anything)."""
+    if not isinstance(config, dict):
+        return "its model configuration is not a table"
+    if config.get("depth", "vgg16") not in VGG_REPEATS:
+        return f"its depth {str(config.get('depth'))[:40]!r} is none of {', '.join(VGG_REPEATS)}"
+    shape = config.get("input_shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+        return "its input_shape is not three whole numbers"
+    if not (32 <= shape[0] <= MAX_IMAGE_SIZE and 32 <= shape[1] <= MAX_IMAGE_SIZE and shape[2] == 3):
+        return None  # the size is judged by check_inference, which names the limit
+    width = config.get("width", 1.0)
+    if not _number(width) or not 0 < width <= MAX_WIDTH:
+        return f"its width {str(width)[:40]} is not a number above 0 and at most {MAX_WIDTH:g}"
+    for name, value, high in (("fc_units", config.get("fc_units", 4096), MAX_FC_UNITS),
+                              ("num_classes", config.get("num_classes", 1000), MAX_CLASSES)):
+        if not _number(value) or value != int(value) or not 1 <= value <= high:
+            return f"its {name} {str(value)[:40]} is not a whole number from 1 to {high}"
+    return None
 
 
 def vgg_sizes(config):
@@ -52,7 +104,7 @@ def vgg_sizes(config):
     for repeats, base in zip(VGG_REPEATS[config.get("depth", "vgg16")], BLOCK_CHANNELS):
         out = max(1, round(base * width))
         for _ in range(repeats):
-            params += 9 * C * out + out
+            params += 9 * C * out + out + (2 * out if config.get("batch_norm") else 0)  # kernel, bias, gamma, beta
             activations += H * W * out
             columns = max(columns, H * W * 9 * C)
             C = out
@@ -68,16 +120,20 @@ def require(needed, what, fix):
     """Raise :class:`OutOfMemory` if ``needed`` bytes exceed the memory available now."""
     free = available_bytes()
     if free is not None and needed > free:
-        raise OutOfMemory(f"{what} would need about {needed / 2**30:.1f} GiB of memory, but this machine has "
-                          f"{free / 2**30:.1f} GiB available; {fix}")
+        raise OutOfMemory(f"{what} would need about {needed / 2**30:.1f} GiB of memory, but only "
+                          f"{free / 2**30:.1f} GiB is available here (free memory, within this process's limit); "
+                          f"{fix}")
 
 
-def check_training(config, batch_size):
-    """Refuse a training run whose model and one batch cannot fit in memory (see the module docstring)."""
+def check_training(config, batch_size, accumulate=1):
+    """Refuse a training run whose model and one (micro-)batch cannot fit in memory (see the module docstring):
+    with ``accumulate`` micro-batches a step holds the activations of ``ceil(batch_size / accumulate)`` images."""
     params, per_image = vgg_sizes(config)
-    needed = (4 * params + 2 * batch_size * per_image) * FLOAT32  # activations and their gradients
-    require(needed, f"training this network ({params:,} parameters) with batches of {batch_size}",
-            "lower --width, --fc-units, --image-size or --batch-size.")
+    micro = -(-batch_size // max(1, accumulate))
+    needed = (4 * params + 2 * micro * per_image) * FLOAT32  # activations and their gradients
+    what = f"batches of {batch_size}" + (f" in micro-batches of {micro}" if micro != batch_size else "")
+    require(needed, f"training this network ({params:,} parameters) with {what}",
+            "lower --width, --fc-units, --image-size or --batch-size, or raise --accumulate.")
 
 
 def check_inference(config, path):

@@ -38,6 +38,13 @@ def plot_history(history):
     return fig
 
 
+def plain_text(texts):
+    """Show each matplotlib ``Text`` as it is written: no math text (a ``$`` in a class name would start a formula
+    that matplotlib may fail to parse, after a whole run has trained)."""
+    for text in texts:
+        text.set_parse_math(False)
+
+
 def confusion_matrix(labels, predictions, num_classes):
     """counts[i, j] = how many examples of class i were predicted as class j."""
     pairs = np.asarray(labels) * num_classes + np.asarray(predictions)  # (true, predicted) as one index
@@ -52,6 +59,7 @@ def plot_confusion(counts, class_names):
     image = ax.imshow(counts, cmap="Blues")
     ax.set_xticks(range(K), labels=class_names, rotation=45, ha="right")
     ax.set_yticks(range(K), labels=class_names)
+    plain_text(ax.get_xticklabels() + ax.get_yticklabels())  # class names are folder names: "x$^$" is no formula
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
@@ -105,5 +113,5 @@ def plot_images(images, titles=None, cols=8):
     for i, ax in enumerate(axes):
         ax.imshow(images[i])
         if titles is not None:
-            ax.set_title(titles[i], fontsize=7)
+            plain_text([ax.set_title(titles[i], fontsize=7)])
     return fig

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from . import cli
+from . import cli, memory
 from .checkpoint import atomic_write
 from .data import BUILT_IN
 
@@ -62,9 +62,13 @@ def main(argv=None):
     if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
         raise cli.UsageError(f"--out {args.out} already exists and is not an empty folder; choose another.")
     make = BUILT_IN[args.data]
+    count = args.per_class * 10 + 10                                     # drawn: at least per_class of each class
+    memory.require(int(1.25 * count * args.image_size ** 2 * 3),         # uint8 images, and the drawing's rows
+                   f"drawing {count:,} images of {args.image_size}x{args.image_size}",
+                   "ask for fewer (--per-class) or smaller (--image-size) images.")
     try:
         os.makedirs(args.out, exist_ok=True)
-        dataset = make(args.per_class * 10 + 10, seed=args.seed, image_size=args.image_size)  # >= per_class each
+        dataset = make(count, seed=args.seed, image_size=args.image_size)
         count = write_image_folder(dataset, args.out, args.per_class)
     except OSError as err:
         raise cli.UsageError(f"cannot write {args.out} ({err.strerror}); choose a folder you can write.") from None

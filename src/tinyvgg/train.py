@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from . import backend, checkpoint, cli, memory
-from .data import BatchLoader, Subset, open_dataset
+from .data import BUILT_IN, BatchLoader, DataError, Subset, absolute_spec, open_dataset
 from .data.fingerprint import fingerprint
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
@@ -38,6 +38,7 @@ from .run_folder import RunFolder, holds_a_run
 from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
                        TrainingDiverged, evaluate_model, write_history)
 from .training.agreement import agree, broadcast_model, file_digest
+from .training.callbacks import HISTORY_KEYS
 from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
@@ -241,6 +242,11 @@ def load_resumed(args, given=()):
     if not isinstance(saved, dict) or not isinstance(resumed.meta.get("history"), dict):
         raise cli.UsageError(f"{args.resume} holds weights but no training state; --resume needs a last.npz "
                              "written by python -m tinyvgg.train.")
+    resumed.moved_data = {}
+    problem = training_state_problem(resumed.meta)
+    if problem:
+        raise checkpoint.CheckpointError(f"{args.resume}: its training state is damaged ({problem}); resume from a "
+                                         "last.npz written by python -m tinyvgg.train.")
     defaults = parse_args([])
     if "epochs" not in given:  # written before epochs were saved: that tool's default
         args.epochs = saved.get("epochs", DEFAULT_EPOCHS)
@@ -257,6 +263,11 @@ def load_resumed(args, given=()):
                                   or choices is not None and value not in choices):
             raise checkpoint.CheckpointError(f"{args.resume}: its saved setting {name} = {value!r} is damaged; "
                                              "resume from a last.npz written by python -m tinyvgg.train.")
+        if name in ("data", "val_data") and name in given and value is not None \
+                and not {value.partition(":")[0], getattr(args, name).partition(":")[0]} & set(BUILT_IN) \
+                and absolute_spec(getattr(args, name)) != absolute_spec(value):
+            resumed.moved_data[name] = value  # the same images elsewhere? run_training compares their fingerprints
+            continue
         if name in given and getattr(args, name) != value:
             if name not in CHANGEABLE_ON_RESUME:
                 flag = "--" + name.replace("_", "-")
@@ -272,6 +283,45 @@ def load_resumed(args, given=()):
         if not args.quiet:
             print(f"--{name.replace('_', '-')} {getattr(args, name)} replaces the run's {value} from the next step on")
     return resumed
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def training_state_problem(meta):
+    """None when a last.npz's training state has the types the trainer reads, else what is wrong, in a few words:
+    checked before any of it is used, so a crafted file gets a sentence, never a traceback mid-run."""
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return "its epoch is not a whole number"
+    history = meta.get("history")
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        return "its history is not a table of lists"
+    for key, values in history.items():
+        if key in HISTORY_KEYS and (len(values) != epoch or not all(v is None or _is_number(v) for v in values)):
+            return f"its history of {key[:40]} is not {epoch} numbers"
+    position = meta.get("position")
+    if position is not None:
+        if not isinstance(position, dict) or not all(isinstance(position.get(k), int) for k in ("epoch", "step")):
+            return "its position in the epoch has no epoch and step"
+        sums = position.get("sums")
+        if not isinstance(sums, list) or len(sums) != 5 or not all(_is_number(v) for v in sums) \
+                or not isinstance(position.get("plan_rng_state"), dict):
+            return "its position in the epoch is incomplete"
+    for key in ("callbacks", "scheduler", "warmup", "optimizer"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            return f"its {key} state is not a table"
+    if not all(isinstance(v, dict) for v in (meta.get("callbacks") or {}).values()):
+        return "its callbacks' states are not tables"
+    return None
+
+
+def ends_unfinished(resume):
+    """Whether the run of the checkpoint ``resume`` lacks its end-of-run files (its confusion matrix, its summary
+    line): a run stopped by Ctrl-C after its last step saved its last epoch but never got to write them."""
+    folder = os.path.dirname(os.path.abspath(resume))
+    return os.path.isfile(os.path.join(folder, "best.npz")) and not os.path.exists(os.path.join(folder, "confusion.png"))
 
 
 def nothing_to_do(args, resumed):
@@ -296,6 +346,10 @@ def load_finetune_source(args):
     if not isinstance(config, dict) or not {"depth", "width", "fc_units"} <= set(config):
         raise checkpoint.CheckpointError(f"{args.finetune} does not say which VGG it holds (no model "
                                          "configuration); --finetune needs a checkpoint written by tinyvgg.")
+    problem = memory.config_problem(config)
+    if problem:
+        raise checkpoint.CheckpointError(f"{args.finetune} describes a model tinyvgg cannot build: {problem}; "
+                                         "--finetune needs a checkpoint written by tinyvgg.")
     args.model, args.width, args.fc_units = config["depth"], config["width"], config["fc_units"]
     args.batch_norm = bool(config.get("batch_norm", False))
     return source
@@ -320,7 +374,8 @@ def main(argv=None):
     check_args(args)
     if args.backend == "numpy":  # the host's memory, before any data is read (CuPy's pool reports its own)
         memory.check_training(dict(depth=args.model, input_shape=(args.image_size, args.image_size, 3),
-                                   width=args.width, fc_units=args.fc_units, num_classes=2), args.batch_size)
+                                   width=args.width, fc_units=args.fc_units, num_classes=2), args.batch_size,
+                              args.accumulate)
     backend.require(args.backend)
     if args.gpu_memory_limit is not None:
         if args.backend != "cupy" or args.gpu_memory_limit <= 0:
@@ -330,7 +385,9 @@ def main(argv=None):
     if done:  # every rank stops; rank 0 says why
         if world.rank == 0:
             print(done)
-        return 0
+        if not ends_unfinished(args.resume):
+            return 0
+        args.epochs = resumed.meta["epoch"]  # no epoch to train: the end-of-run files the run never wrote
     if world.rank != 0:  # rank 0 owns the run folder; the others write nothing
         return run_training(args, None, resumed, source, world)
     out = run_folder_path(args)
@@ -338,11 +395,38 @@ def main(argv=None):
         return run_training(args, out, resumed, source, world)
 
 
+def open_run_data(args, resumed, progress):
+    """(train, val) of the run. A resumed run whose --data or --val-data moved must find the same images there
+    (the data sets' fingerprints: file names below the folder, sizes, labels, pixel statistics), and says so;
+    a saved path that no longer leads anywhere gets a sentence that says how to point to it."""
+    try:
+        train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed,
+                                          progress=progress)
+    except DataError as err:
+        if resumed is None or resumed.moved_data:
+            raise
+        raise DataError(f"{err} The run of {args.resume} read its data there; if the data moved, pass its new place "
+                        "with --data (and --val-data): the same images are accepted anywhere.") from None
+    if resumed is not None and resumed.moved_data:
+        saved = resumed.meta.get("data_fingerprint") or {}
+        for name, data_set, flag in (("train", train_set, "--data"), ("val", val_set, "--val-data")):
+            if saved.get(name) != fingerprint(data_set):
+                raise cli.UsageError(
+                    f"{flag} {getattr(args, 'data' if name == 'train' else 'val_data')} does not hold the images "
+                    f"the run of {args.resume} was trained on" + ("" if saved else " (it was saved without its data's "
+                                                                  "fingerprint)") + "; pass the same data, or start "
+                    f"a new run (--finetune {args.resume} starts from its weights).")
+        if progress:
+            moved = ", ".join(f"--{n.replace('_', '-')} {v}" for n, v in resumed.moved_data.items())
+            print(f"the data moved ({moved} before): the same images, so the run goes on with them")
+    return train_set, val_set
+
+
 def run_training(args, out, resumed, source, world=None):
     """Read the data, build everything, train, and finish; returns the exit code."""
     world = world or World()
     progress = not args.quiet and world.rank == 0
-    train_set, val_set = open_dataset(args.data, args.image_size, args.val_data, seed=args.seed, progress=progress)
+    train_set, val_set = open_run_data(args, resumed, progress)
     if resumed is not None:
         if resumed.class_names() != list(train_set.class_names):
             raise checkpoint.CheckpointError(f"{args.resume} was trained on classes {resumed.class_names()}, "
@@ -374,7 +458,9 @@ def run_training(args, out, resumed, source, world=None):
     optimizer = make_optimizer(args, model.named_params(trainable_only=True))
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience)
     meta = {"args": {k: getattr(args, k) for k in RUN_ARGS + ("epochs",)}, "class_names": list(train_set.class_names),
-            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "ranks": world.size}
+            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "ranks": world.size,
+            "data_fingerprint": {"train": fingerprint(train_set), "val": fingerprint(val_set)}}
+    meta["args"].update(data=absolute_spec(args.data), val_data=absolute_spec(args.val_data))  # resumable anywhere
     if resumed is not None and world.rank == 0:
         keep_best_of_resumed_run(args.resume, out)
     callbacks = [EarlyStopping(args.patience), HistoryWriter(out), BestCheckpoint(os.path.join(out, "best.npz")),

@@ -7,18 +7,7 @@ writes every control or format character (C0, DEL, C1, bidirectional overrides..
 visible escape such as ``\\x1b``, so the report says exactly what the code said, and nothing
 it says can change how the report looks.
 """
-import unicodedata
-
-_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format, surrogate, private, unassigned, separators
-
-
-def shown(text):
-    """``text`` with every control and format character escaped (``\\n``, ``\\x1b``, ``\\u202e``...).
-
-    The result holds none, so showing it again changes nothing (reasons are cleaned when they
-    arrive and again when printed)."""
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _HIDDEN else ch
-                   for ch in str(text))
+from ..cli import shown  # noqa: F401 (the grader's reports and the CLIs escape the same way)
 
 
 def brief(text, limit=300):

@@ -20,7 +20,7 @@ CLI's ``--data`` value.
 from ..errors import DataError
 from .arrays import ArrayDataset, Subset, split
 from .augment import augment_batch
-from .catalog import BUILT_IN, BUILT_IN_MAX_BYTES, open_dataset
+from .catalog import BUILT_IN, BUILT_IN_MAX_BYTES, absolute_spec, open_dataset
 from .cifar10 import load_cifar10, resize_images
 from .folders import IMAGE_EXTENSIONS, ImageFolder, decode_image, is_regular_file
 from .glyphs import GLYPH_CLASSES, make_glyphs
@@ -28,5 +28,6 @@ from .loader import BatchLoader
 from .shapes import SHAPE_CLASSES, make_shapes
 
 __all__ = ["DataError", "ArrayDataset", "Subset", "split", "augment_batch", "BUILT_IN", "BUILT_IN_MAX_BYTES",
-           "open_dataset", "load_cifar10", "resize_images", "IMAGE_EXTENSIONS", "ImageFolder", "decode_image",
-           "is_regular_file", "GLYPH_CLASSES", "make_glyphs", "BatchLoader", "SHAPE_CLASSES", "make_shapes"]
+           "absolute_spec", "open_dataset", "load_cifar10", "resize_images", "IMAGE_EXTENSIONS", "ImageFolder",
+           "decode_image", "is_regular_file", "GLYPH_CLASSES", "make_glyphs", "BatchLoader", "SHAPE_CLASSES",
+           "make_shapes"]

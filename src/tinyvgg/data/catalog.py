@@ -1,4 +1,6 @@
 """What ``--data`` accepts: the built-in sets by name, ``cifar10:PATH``, or an image folder."""
+import os
+
 from ..errors import DataError
 from .arrays import split
 from .cifar10 import load_cifar10
@@ -26,6 +28,16 @@ def _built_in_count(spec, count, image_size):
         raise DataError(f"--data {spec}: {n:,} images of {image_size}x{image_size} would take "
                         f"{bytes_needed / 2**30:.0f} GiB of memory; ask for at most {most:,}.")
     return n
+
+
+def absolute_spec(spec):
+    """``spec`` with its folder or file made absolute (a built-in set's name stays as it is), so that a run
+    saved with it can be resumed from any folder: ``../photos`` means nothing once the shell has moved."""
+    if spec is None or spec.partition(":")[0] in BUILT_IN:
+        return spec
+    if spec.startswith("cifar10:"):
+        return "cifar10:" + os.path.abspath(spec[len("cifar10:"):])
+    return os.path.abspath(spec)
 
 
 def open_dataset(spec, image_size, val_spec=None, seed=0, progress=True):

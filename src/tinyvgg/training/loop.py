@@ -208,10 +208,11 @@ class Trainer:
             for callback in self.callbacks:  # after the scheduler: a saved state holds the reduced rate
                 callback.on_epoch_end(self, logs)
             self.log(format_logs(logs))
-            if reduced:  # after the epoch's line, whose lr is the rate that epoch trained at
+            more = self.epoch < epochs and not self.stop_training   # another epoch follows
+            if reduced and more:  # after the epoch's line, whose lr is the rate that epoch trained at
                 self.log(f"learning rate reduced to {self.optimizer.lr:g} from epoch {self.epoch + 1} on")
-            if self._interrupted():  # Ctrl-C during validation: stop at the end of the epoch
-                raise KeyboardInterrupt
+            if self._interrupted() and more:  # Ctrl-C during validation: stop at the end of the epoch (after the
+                raise KeyboardInterrupt       # last one the run is complete: it ends as any finished run does)
 
     def monitored(self, logs):
         """The value of ``monitor`` in ``logs``; falls back to training accuracy without validation."""
