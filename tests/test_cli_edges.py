@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_cli_safety import TINY, assert_clear_error, crafted, images, run, snapshot
+from test_resume import assert_clear_error as one_sentence
 
 from tinyvgg import checkpoint, memory
 from tinyvgg.models import vgg11
@@ -34,11 +35,6 @@ def run_limited(module, *args, limit_bytes=None, cwd=None, timeout=300):
                              *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
                             preexec_fn=limit)
     return result, int(result.stdout.split("\n")[0]) / 1024
-
-
-def one_sentence(result, *phrases):
-    assert_clear_error(result, *phrases)
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.fixture(scope="module")

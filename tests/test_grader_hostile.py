@@ -333,15 +333,20 @@ def test_the_batch_survives_a_deep_tree_and_undeletable_files(tmp_path):
     assert list(scratch.iterdir()) == []  # every scratch folder removed
 
 
-@SANDBOX
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
-def test_a_signal_to_the_grader_ends_its_children_and_writes_what_was_graded(tmp_path, signum):
+def hanging(tmp_path):
+    """(marker, submission): a submission whose ReLU starts a detached process named ``marker`` and hangs."""
     marker = f"tinyvgg-hang-{os.getpid()}-{time.time_ns()}"
-    hang = submission(tmp_path, in_relu(f"""
+    return marker, submission(tmp_path, in_relu(f"""
         import subprocess, time
         subprocess.Popen(["/bin/sh", "-c", "sleep 120", "{marker}"], start_new_session=True)
         time.sleep(600)
         """), name="hang")
+
+
+@SANDBOX
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
+def test_a_signal_to_the_grader_ends_its_children_and_writes_what_was_graded(tmp_path, signum):
+    marker, hang = hanging(tmp_path)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     grader = subprocess.Popen([sys.executable, "-m", "tinyvgg.assignments", "grade", str(REPO), str(hang),
@@ -399,12 +404,7 @@ def test_a_hostile_answer_scores_its_part_0_and_the_batch_completes(tmp_path, ca
 def test_what_a_killed_grader_left_is_removed_by_the_next_run(tmp_path):
     """SIGKILL cannot be handled: the grader's scratch folder (and its part's cgroup, where it made one) stay
     behind. The next grading run removes those of graders that are gone."""
-    marker = f"tinyvgg-hang-{os.getpid()}-{time.time_ns()}"
-    hang = submission(tmp_path, in_relu(f"""
-        import subprocess, time
-        subprocess.Popen(["/bin/sh", "-c", "sleep 120", "{marker}"], start_new_session=True)
-        time.sleep(600)
-        """), name="hang")
+    marker, hang = hanging(tmp_path)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch))
