@@ -187,3 +187,13 @@ def test_the_fast_update_equals_the_readable_one_and_resumes_it(xp, monkeypatch,
                                    rtol=1e-12, atol=1e-14)
     assert fast.name == reference.name  # a checkpoint of one resumes with the other
     assert runs[fast][1][0].keys() == runs[reference][1][0].keys()
+
+
+def test_the_plateau_schedule_does_not_cut_the_rate_at_chance_level():
+    """A network at 10% on 10 classes has not plateaued, it has not started: epochs at or below the threshold
+    count neither as a best nor against the rate; above it the schedule works as before."""
+    optimizer = SGD({"w": np.zeros(2)}, lr=0.02)
+    schedule = ReduceLROnPlateau(optimizer, patience=1, threshold=0.15)
+    assert not any(schedule.step(v) for v in (0.12, 0.099, 0.099, 0.117, 0.122, 0.10))
+    assert optimizer.lr == 0.02 and schedule.best is None
+    assert [schedule.step(v) for v in (0.4, 0.39, 0.38)] == [False, False, True] and optimizer.lr == 0.002

@@ -260,16 +260,19 @@ class ReduceLROnPlateau:
     The VGG paper's schedule: "decreased by a factor of 10 when the validation
     set accuracy stopped improving". After ``patience`` epochs without an
     improvement larger than ``min_delta``, lr <- max(lr * factor, min_lr).
-    mode="max" for accuracy, "min" for a loss.
+    mode="max" for accuracy, "min" for a loss. ``threshold`` (mode "max"): epochs whose metric has
+    not passed it count for nothing, neither as a best nor against the rate: a network still at
+    chance level (accuracy near 1 / classes) has not reached the plateau the paper means, and a
+    smaller rate would only keep it there longer.
     """
 
-    def __init__(self, optimizer, factor=0.1, patience=3, mode="max", min_delta=1e-4, min_lr=1e-6):
+    def __init__(self, optimizer, factor=0.1, patience=3, mode="max", min_delta=1e-4, min_lr=1e-6, threshold=None):
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor}.")
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
         self.optimizer, self.factor, self.patience = optimizer, factor, patience
-        self.mode, self.min_delta, self.min_lr = mode, min_delta, min_lr
+        self.mode, self.min_delta, self.min_lr, self.threshold = mode, min_delta, min_lr, threshold
         self.best, self.bad_epochs = None, 0
 
     def _improved(self, value):
@@ -279,6 +282,8 @@ class ReduceLROnPlateau:
 
     def step(self, value):
         """Record this epoch's metric; returns True when the learning rate was reduced."""
+        if self.threshold is not None and self.mode == "max" and value <= self.threshold:
+            return False                                   # still at chance: not a plateau
         if self._improved(value):
             self.best, self.bad_epochs = value, 0
             return False

@@ -47,6 +47,8 @@ DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
 HEAD_INITS = {"he": None, "small": "small_normal"}
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_EPOCHS = 10
+#: The plateau schedule ignores epochs whose validation accuracy is within this of chance (1 / classes).
+CHANCE_MARGIN = 0.05
 #: --precise-bn's default: recompute batch normalization's statistics over at most this many training
 #: images (a fixed random sample), which costs about 5% of an epoch of the default run (benchmarks/README.md).
 DEFAULT_PRECISE_BN_IMAGES = 1024
@@ -456,7 +458,8 @@ def run_training(args, out, resumed, source, world=None):
                                 args.accumulate)
         step.check_batches(len(train_set), args.batch_size)
     optimizer = make_optimizer(args, model.named_params(trainable_only=True))
-    scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience)
+    chance = 1 / len(train_set.class_names)  # no cut while validation accuracy is within 0.05 of guessing
+    scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=args.lr_patience, threshold=chance + CHANCE_MARGIN)
     meta = {"args": {k: getattr(args, k) for k in RUN_ARGS + ("epochs",)}, "class_names": list(train_set.class_names),
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "ranks": world.size,
             "data_fingerprint": {"train": fingerprint(train_set), "val": fingerprint(val_set)}}
