@@ -376,8 +376,8 @@ HOSTILE_ANSWERS = {  # each: the code in ReLU.forward, what the hostile row's re
     "an answer of 1e-320": ("x = x * 1e-320", "nearly all zeros", 3),   # the forward is wrong, the backward right
     "the answer replaced by a link": ("import atexit, os, sys; atexit.register(lambda: (os.remove(sys.argv[2]), "
                                       "os.symlink('/etc/shadow', sys.argv[2])))", "the answer was a link", 0),
-    "60,000 arrays": ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], "
-                      "**{f'a{i}': numpy.zeros(1) for i in range(60000)}))", "more than the 1,000 expected", 0),
+    "5,000 arrays": ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], "  # the issue: 60,000
+                     "**{f'a{i}': numpy.zeros(1) for i in range(5000)}))", "more than the 1,000 expected", 0),
 }
 
 
