@@ -230,6 +230,50 @@ def test_predict_takes_folders_and_patterns_and_writes_a_csv(finished, tmp_path)
     assert "forced into one of the model's classes" in run("predict", "--help").stdout
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_predict_walks_a_loop_of_links_once_and_says_when_a_folder_holds_no_image(finished, tmp_path):
+    """Two links that loop made glob('**') enumerate paths without end; an empty folder printed nothing, rc 0."""
+    (tmp_path / "loop" / "sub").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "loop" / "sub" / "b.png")
+    os.symlink("..", tmp_path / "loop" / "sub" / "up")
+    os.symlink("../loop", tmp_path / "loop" / "self")
+    (tmp_path / "empty").mkdir()
+    result = run("predict", "loop/**/*.png", "loop", "empty", "--checkpoint", finished / "best.npz", cwd=tmp_path,
+                 timeout=60)
+    lines = result.stdout.splitlines()             # the pattern's one match, and the folder's: no loop walked twice
+    assert len(lines) == 2 and all(line.startswith("loop/sub/b.png: ") for line in lines) and result.returncode == 1
+    assert "cannot read empty (no images" in result.stderr and "Traceback" not in result.stderr
+
+
+def crafted_zip(path, shape=None, method=None):
+    """A checkpoint whose one member declares ``shape`` (beyond any float), or is stored with the unknown
+    compression ``method``."""
+    member = io.BytesIO()
+    if shape is not None:
+        np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    else:
+        np.save(member, np.zeros(3, np.float32))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("params/x.npy", member.getvalue() + b"\0" * 16)
+    if method is not None:
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local header and directory entry
+            at = data.index(signature)
+            data[at + offset:at + offset + 2] = method.to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("make", [lambda p: crafted_zip(p, shape=(10**200, 10**200)),
+                                  lambda p: crafted_zip(p, shape=(10**400,)),
+                                  lambda p: crafted_zip(p, method=99)])
+def test_a_checkpoint_beyond_any_number_or_compression_gets_one_sentence(tmp_path, image, make):
+    path = make(tmp_path / "x.npz")
+    result = run("predict", image, "--checkpoint", path)
+    one_sentence(result, "is not a readable tinyvgg checkpoint")
+    assert "Warning" not in result.stderr
+
+
 def test_a_class_folder_named_like_math_text_trains_to_the_end(tmp_path):
     images(tmp_path / "data", classes=("x$^$", "y_{1}$"), count=10)
     result = run("train", "--data", tmp_path / "data", "--epochs", "1", "--out", tmp_path / "run", *TINY)

@@ -376,6 +376,11 @@ HOSTILE_ANSWERS = {  # each: the code in ReLU.forward, what the hostile row's re
     "an answer of 1e-320": ("x = x * 1e-320", "nearly all zeros", 3),   # the forward is wrong, the backward right
     "the answer replaced by a link": ("import atexit, os, sys; atexit.register(lambda: (os.remove(sys.argv[2]), "
                                       "os.symlink('/etc/shadow', sys.argv[2])))", "the answer was a link", 0),
+    "errors with empty reasons, and code that raises": (
+        "import atexit, sys, json, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], errors=numpy.array("
+        "json.dumps({'forward': '', 'backward': ''})))); raise NotImplementedError", "an error without a message", 0),
+    "a link to a path that does not exist": ("import atexit, os, sys; atexit.register(lambda: (os.remove(sys.argv[2]), "
+                                             "os.symlink('/nonexistent/x', sys.argv[2])))", "the answer was a link", 0),
     "5,000 arrays": ("import atexit, sys, numpy; atexit.register(lambda: numpy.savez(sys.argv[2], "  # the issue: 60,000
                      "**{f'a{i}': numpy.zeros(1) for i in range(5000)}))", "more than the 1,000 expected", 0),
 }
@@ -423,6 +428,17 @@ def test_what_a_killed_grader_left_is_removed_by_the_next_run(tmp_path):
     if cgroup.available() is None:
         parents = {os.path.dirname(f) for f in cgroup._folders("probe").values()}
         assert not [n for parent in parents for n in os.listdir(parent) if n.startswith(f"tinyvgg-{grader.pid}-")]
+
+
+@SANDBOX
+def test_a_dropout_that_answers_nan_scores_nothing(tmp_path):
+    """NaN is neither zero nor a kept unit: a Dropout whose output and gradient are NaN once passed both checks."""
+    sub = submission(tmp_path, ("layers.py", "        return x * mask\n", "        return xp.where(mask != 0, xp.nan, 0.0)\n"),
+                     ("layers.py", "        return dout * self.cache\n", "        return dout * float('nan')\n"),
+                     name="nan")
+    report = assignments.grade(str(sub), parts=["dropout"], timeout=60)
+    train = report["parts"]["dropout"]["checks"][1]
+    assert train["points"] == 0 and "finite" in train["reason"], report["parts"]["dropout"]
 
 
 def test_feedback_is_total_and_names_tied_maxima():

@@ -160,7 +160,19 @@ def _bad_files(tmp_path):
     safetensors_numpy.save_file({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32),
                                  "fc.weight": np.zeros((1000, 2048), np.float32)}, str(tmp_path / "resnet.safetensors"))
     safetensors_numpy.save_file({k: v.astype(np.int32) for k, v in state.items()}, str(tmp_path / "ints.safetensors"))
-    return {"truncated": "not a readable safetensors file", "lying": "does not match the bytes the file holds",
+    bn = pytorch_state("vgg11", True, "torchvision")
+    safetensors_numpy.save_file({k: v for k, v in bn.items() if k != "features.1.running_var"},
+                                str(tmp_path / "no-running-var.safetensors"))
+    safetensors_numpy.save_file(dict(state, **{"classifier.6.weight": np.zeros((0, 24), np.float32),
+                                               "classifier.6.bias": np.zeros(0, np.float32)}),
+                                str(tmp_path / "no-classes.safetensors"))
+    safetensors_numpy.save_file(dict(state, **{"features.0.weight": np.full((4, 3, 3, 3), np.nan, np.float32)}),
+                                str(tmp_path / "nan.safetensors"))
+    safetensors_numpy.save_file(dict(state, **{"classifier.0.weight": np.zeros((0, 1568), np.float32)}),
+                                str(tmp_path / "no-units.safetensors"))
+    return {"no-running-var": "has no tensor 'features.1.running_var'", "no-classes": "its num_classes 0",
+            "nan": "holds weights no training gives (features.0.weight", "no-units": "its tensors do not fit one",
+            "truncated": "not a readable safetensors file", "lying": "does not match the bytes the file holds",
             "huge-header": "its header claims", "empty": "fewer than the 8",
             "resnet": "holds no VGG in torchvision's layout", "ints": "stores tensors as I32"}
 

@@ -14,6 +14,7 @@ renamed over the old one, so a crash or Ctrl-C mid-write never leaves a
 half-written checkpoint behind.
 """
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -175,7 +176,7 @@ def read_npz(path, max_bytes=None, max_members=None):
                 shape, _, dtype = read_header(f)
                 if dtype.hasobject:
                     raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
-                claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                claimed = math.prod(shape) * dtype.itemsize  # Python's integers: no overflow, however large
                 if claimed != info.file_size - f.tell():
                     raise ValueError(f"{info.filename} claims {claimed:,} bytes of data but holds "
                                      f"{info.file_size - f.tell():,}")
@@ -203,7 +204,8 @@ def load(path):
         meta = json.loads(str(arrays.pop("meta")))
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, MemoryError, OverflowError,
+            NotImplementedError, RuntimeError) as err:  # also a zip's unknown compression, or encryption
         raise CheckpointError(f"{path} is not a readable tinyvgg checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

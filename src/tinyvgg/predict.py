@@ -16,7 +16,9 @@ import argparse
 import csv
 import glob
 import io
+import itertools
 import os
+import pathlib
 import sys
 
 import numpy as np
@@ -50,27 +52,46 @@ def parse_args(argv=None):
 
 def image_paths(arguments):
     """``[(path, problem or None)]`` for the command line's files, folders and patterns: a folder gives its images
-    at any depth (sorted, links to folders not followed), a pattern its matches; a file is taken as given, and a
-    name that is none of these comes with the reason it cannot be read."""
+    at any depth (sorted), a pattern its matches (``**`` at any depth); neither follows a link to a folder, so a
+    loop of links is walked once. A file is taken as given, and a name that is none of these, a folder without
+    images or a pattern without matches comes with the reason it gives nothing. At most MAX_IMAGES in all."""
     found = []
     for argument in arguments:
         if os.path.isdir(argument):
-            images = []
-            for folder, subfolders, files in os.walk(argument):
+            images, unreadable = [], []
+            for folder, subfolders, files in os.walk(argument, onerror=unreadable.append):
                 subfolders.sort()
                 images += [os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-            found += [(path, None) for path in sorted(images)]
+                if len(found) + len(images) > MAX_IMAGES:
+                    break
+            found += [(path, None) for path in sorted(images)] or \
+                [(argument, f"cannot read the folder: {unreadable[0].strerror}" if unreadable else
+                  f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")]
         elif os.path.lexists(argument) or not glob.has_magic(argument):
             problem = None if is_regular_file(argument) else \
                 "it does not exist" if not os.path.lexists(argument) else "it is not a regular file"
             found.append((argument, problem))
         else:
-            matches = sorted(glob.glob(argument, recursive=True))
-            found += [(path, None if is_regular_file(path) else "it is not a regular file")
-                      for path in matches if not os.path.isdir(path)] or [(argument, "no file matches this pattern")]
+            found += _matches(argument, MAX_IMAGES + 1 - len(found)) or [(argument, "no file matches this pattern")]
         if len(found) > MAX_IMAGES:
             raise cli.UsageError(f"more than {MAX_IMAGES:,} images to predict; pass fewer folders or patterns.")
     return found
+
+
+def _matches(pattern, most):
+    """The files ``pattern`` matches (sorted, at most ``most``), through pathlib, whose ``**`` does not follow links
+    to folders (``glob.glob`` does, and a loop of links makes it enumerate paths without end)."""
+    parts = pathlib.PurePath(pattern).parts
+    if parts and parts[-1] == "**":
+        parts += ("*",)                                # "photos/**": every file below, as glob.glob gives
+    fixed = next(k for k, part in enumerate(parts) if glob.has_magic(part))
+    root = pathlib.Path(*parts[:fixed]) if fixed else pathlib.Path(".")
+    try:
+        matches = list(itertools.islice((p for p in root.glob(str(pathlib.PurePath(*parts[fixed:])))
+                                         if not p.is_dir()), most))
+    except (ValueError, OSError) as err:               # "***": ** must be a whole path component
+        return [(pattern, f"not a pattern tinyvgg reads: {err}")]
+    return [(str(p), None if is_regular_file(p) else "it is not a regular file") for p in sorted(matches)]
 
 
 def main(argv=None):

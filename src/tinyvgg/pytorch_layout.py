@@ -75,7 +75,7 @@ def read_header(path):
             header = json.loads(f.read(length).decode("utf-8"))
     except UsageError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: also JSON's 5,000-digit numbers
         raise _bad(path, f"its header is not JSON ({type(err).__name__})") from None
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror or err}.") from None
@@ -128,9 +128,15 @@ def read_safetensors(path):
         with safe_open(path, framework="numpy") as f:
             for name in f.keys():
                 if not name.endswith("num_batches_tracked"):
-                    tensors[name] = f.get_tensor(name).astype(np.float32)
+                    with np.errstate(over="ignore"):                    # a float64 of 1e300: refused below
+                        tensors[name] = f.get_tensor(name).astype(np.float32)
     except Exception as err:  # the package's own checks (SafetensorError) and anything a damaged file causes
         raise _bad(path, f"{type(err).__name__}: {err}") from None
+    bad = [name for name, value in tensors.items() if not np.isfinite(value).all()
+           or name.endswith("running_var") and (value < 0).any()]
+    if bad:
+        raise UsageError(f"{path} holds weights no training gives ({', '.join(bad[:3])}: NaN, infinite, or a "
+                         "negative variance); use another file.")
     return tensors
 
 
@@ -153,8 +159,25 @@ def recognise(tensors, path):
 
 
 def to_tinyvgg(tensors, path):
-    """``(params, buffers, config)``: the tensors of a torchvision- or timm-layout VGG as a tinyvgg VGG at
-    224x224 (PyTorch's 7x7 last feature map), named as :func:`~tinyvgg.models.vgg` names its layers."""
+    """``(params, buffers, config, layout)``: the tensors of a torchvision- or timm-layout VGG as a tinyvgg VGG
+    at 224x224 (PyTorch's 7x7 last feature map), named as :func:`~tinyvgg.models.vgg` names its layers. One
+    sentence for a file that has the layout's names but not a whole VGG in them."""
+    layout = recognise(tensors, path)[0]
+    try:
+        params, buffers, config = _convert(tensors, path)
+    except KeyError as err:
+        raise UsageError(f"{path} looks like a VGG in {layout}'s layout but has no tensor {err}; it is incomplete "
+                         "or another network.") from None
+    except (IndexError, ValueError) as err:
+        raise UsageError(f"{path} looks like a VGG in {layout}'s layout but its tensors do not fit one ({err}).") \
+            from None
+    problem = memory.config_problem(config)
+    if problem:
+        raise UsageError(f"{path} does not describe a VGG tinyvgg can build: {problem}.")
+    return params, buffers, config, layout
+
+
+def _convert(tensors, path):
     layout, depth, batch_norm = recognise(tensors, path)
     indices = sorted({int(m.group(1)) for m in map(FEATURE.match, tensors) if m})
     convs = [i for i in indices if tensors[f"features.{i}.weight"].ndim == 4]
@@ -191,4 +214,4 @@ def to_tinyvgg(tensors, path):
     config = dict(depth=depth, num_classes=int(params["predictions.b"].shape[0]), input_shape=(224, 224, 3),
                   width=width, fc_units=int(units), dropout=0.5, include_top=True, init="zeros",
                   batch_norm=batch_norm)
-    return params, buffers, config, layout
+    return params, buffers, config

@@ -69,7 +69,7 @@ def score(task, outputs, errors):
             reason = compare(check["kind"], got, check["expected"], case["arrays"], case["kwargs"], check["tol"])
             if reason and check["kind"] == "match":
                 reason = _with_feedback(reason, got, check["expected"], case["arrays"])
-        results.append({"check": check["title"], "points": 0 if reason else check["points"],
+        results.append({"check": check["title"], "points": 0 if reason is not None else check["points"],
                         "max": check["points"], "reason": reason})
     return results
 

@@ -188,7 +188,8 @@ def _read_answer(path):
     errors = json.loads(text)
     if not isinstance(errors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in errors.items()):
         raise ValueError("its list of errors is not a mapping of case to reason")
-    return arrays, {k: shown(v[:300]) for k, v in errors.items()}  # checks.score refuses all but real floats
+    # a reason is never empty: "" would read as "no error" (checks.score tests `is not None`, and so does this)
+    return arrays, {k: shown(v[:300]) or "an error without a message" for k, v in errors.items()}
 
 
 def _run_child(part_dir, package_copy, task, mode, timeout, memory_bytes, part_cgroup=None):
@@ -233,14 +234,15 @@ def grade_part(part_dir, package_copy, part, seed, timeout, memory_bytes, mode, 
               "output": f"stopped: it printed more than {LOG_CAP >> 20} MB",
               "disk": f"stopped: it wrote more than {DISK_CAP >> 20} MB of files",
               "killed by SIGXCPU": f"stopped at the CPU-time limit ({cpu} s)"}.get(status)
-    if failed is None and not os.path.isfile(answer_path):
+    if failed is None and not os.path.lexists(answer_path):  # lexists: a link is judged by open_answer, never followed
         failed = f"the checks did not finish ({shown(_last_line(log_path) or status)})"
     if failed is None:
         try:
             outputs, errors = _read_answer(answer_path)
         except AnswerIsALink as err:
             failed = str(err)
-        except (ValueError, OSError, EOFError, KeyError, MemoryError, RecursionError, zipfile.BadZipFile) as err:
+        except (ValueError, OSError, EOFError, KeyError, MemoryError, RecursionError, OverflowError,
+                NotImplementedError, RuntimeError, SystemError, zipfile.BadZipFile) as err:
             failed = f"its answer was malformed ({type(err).__name__}: {shown(str(err)[:200])})"
     if failed is None:
         try:  # judged in this process: no warning may reach the report, no failure may stop the batch

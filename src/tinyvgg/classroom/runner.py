@@ -231,13 +231,15 @@ def compare(kind, outputs, expected, inputs, kwargs, tol):
         out, dx = outputs.get("out"), outputs.get("dx")
         if out is None or dx is None or out.shape != x.shape or dx.shape != x.shape:
             return f"out and dx must have the input's shape {x.shape}"
+        if not (np.all(np.isfinite(out)) and np.all(np.isfinite(dx))):
+            return "out and dx must hold finite numbers (NaN or infinity counts as neither dropped nor kept)"
         kept = out != 0
         zeros = 1 - float(kept.mean())
         if abs(zeros - rate) > 0.015:
             return f"Dropout({rate}) in training zeroed {zeros:.3f} of the units, expected about {rate}"
-        if relative_error(out[kept], x[kept] / (1 - rate)) > 1e-12:
+        if not relative_error(out[kept], x[kept] / (1 - rate)) <= 1e-12:   # "not <=": a NaN error fails
             return "the kept units must be scaled by 1 / (1 - rate) (inverted dropout keeps the mean)"
-        if relative_error(dx, np.where(kept, dout / (1 - rate), 0.0)) > 1e-12:
+        if not relative_error(dx, np.where(kept, dout / (1 - rate), 0.0)) <= 1e-12:
             return "backward must apply the forward pass's mask (and scale) to dout"
         return None
     raise ValueError(f"unknown kind of check {kind!r}")
