@@ -69,7 +69,8 @@ def _address_space_left():
 MAX_WIDTH, MAX_FC_UNITS, MAX_CLASSES = 4.0, 2**24, 2**20
 
 
-def _number(value):
+def finite_number(value):
+    """Whether ``value`` (read from a file: it may be anything) is an int or float, not a bool, and finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -87,11 +88,11 @@ def config_problem(config):
     if not (32 <= shape[0] <= MAX_IMAGE_SIZE and 32 <= shape[1] <= MAX_IMAGE_SIZE and shape[2] == 3):
         return None  # the size is judged by check_inference, which names the limit
     width = config.get("width", 1.0)
-    if not _number(width) or not 0 < width <= MAX_WIDTH:
+    if not finite_number(width) or not 0 < width <= MAX_WIDTH:
         return f"its width {str(width)[:40]} is not a number above 0 and at most {MAX_WIDTH:g}"
     for name, value, high in (("fc_units", config.get("fc_units", 4096), MAX_FC_UNITS),
                               ("num_classes", config.get("num_classes", 1000), MAX_CLASSES)):
-        if not _number(value) or value != int(value) or not 1 <= value <= high:
+        if not finite_number(value) or value != int(value) or not 1 <= value <= high:
             return f"its {name} {str(value)[:40]} is not a whole number from 1 to {high}"
     return None
 

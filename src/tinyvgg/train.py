@@ -38,7 +38,7 @@ from .run_folder import RunFolder, holds_a_run
 from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
                        TrainingDiverged, evaluate_model, write_history)
 from .training.agreement import agree, broadcast_model, file_digest
-from .training.callbacks import HISTORY_KEYS
+from .training.loop import training_state_problem
 from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
@@ -285,38 +285,6 @@ def load_resumed(args, given=()):
         if not args.quiet:
             print(f"--{name.replace('_', '-')} {getattr(args, name)} replaces the run's {value} from the next step on")
     return resumed
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def training_state_problem(meta):
-    """None when a last.npz's training state has the types the trainer reads, else what is wrong, in a few words:
-    checked before any of it is used, so a crafted file gets a sentence, never a traceback mid-run."""
-    epoch = meta.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        return "its epoch is not a whole number"
-    history = meta.get("history")
-    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
-        return "its history is not a table of lists"
-    for key, values in history.items():
-        if key in HISTORY_KEYS and (len(values) != epoch or not all(v is None or _is_number(v) for v in values)):
-            return f"its history of {key[:40]} is not {epoch} numbers"
-    position = meta.get("position")
-    if position is not None:
-        if not isinstance(position, dict) or not all(isinstance(position.get(k), int) for k in ("epoch", "step")):
-            return "its position in the epoch has no epoch and step"
-        sums = position.get("sums")
-        if not isinstance(sums, list) or len(sums) != 5 or not all(_is_number(v) for v in sums) \
-                or not isinstance(position.get("plan_rng_state"), dict):
-            return "its position in the epoch is incomplete"
-    for key in ("callbacks", "scheduler", "warmup", "optimizer"):
-        if meta.get(key) is not None and not isinstance(meta[key], dict):
-            return f"its {key} state is not a table"
-    if not all(isinstance(v, dict) for v in (meta.get("callbacks") or {}).values()):
-        return "its callbacks' states are not tables"
-    return None
 
 
 def ends_unfinished(resume):

@@ -33,14 +33,10 @@ def agree(world, settings):
     sentence naming each setting that differs and which ranks hold which value, if any differs."""
     every = world.gather_json(settings)                              # a list of dicts, by rank
     differ = [name for name in sorted(set().union(*every))
-              if any(_text(rank.get(name)) != _text(every[0].get(name)) for rank in every)]
+              if any(repr(rank.get(name)) != repr(every[0].get(name)) for rank in every)]
     if differ:
         raise RanksOutOfStep("the ranks disagree on " + "; ".join(_who_has_what(name, every) for name in differ)
                              + ". Start every rank with the same settings, the same data and the same checkpoint.")
-
-
-def _text(value):
-    return repr(value)
 
 
 def _who_has_what(name, every):
@@ -48,17 +44,18 @@ def _who_has_what(name, every):
     images on each rank and the entries that differ."""
     values = [rank.get(name) for rank in every]
     if all(isinstance(v, dict) for v in values):
-        keys = sorted(k for k in set().union(*values) if len({_text(v.get(k)) for v in values}) > 1)
-        counts = _groups("", [f"{v.get('images')} images" for v in values])
+        keys = sorted(k for k in set().union(*values) if len({repr(v.get(k)) for v in values}) > 1)
+        counts = _groups([f"{v.get('images')} images" for v in values])
         return f"{name} ({counts}: its {', '.join(keys)} differ)"
-    return name + " (" + _groups("", values) + ")"
+    return name + " (" + _groups(values) + ")"
 
 
-def _groups(prefix, values):
+def _groups(values):
+    """``"0.02 on ranks 0, 2; 0.05 on rank 1"``: the ranks that hold each value."""
     groups = {}
     for rank, value in enumerate(values):
-        groups.setdefault(value if isinstance(value, str) else _text(value), []).append(rank)
-    return "; ".join(f"{prefix}{text} on {'rank' if len(ranks) == 1 else 'ranks'} {', '.join(map(str, ranks))}"
+        groups.setdefault(value if isinstance(value, str) else repr(value), []).append(rank)
+    return "; ".join(f"{text} on {'rank' if len(ranks) == 1 else 'ranks'} {', '.join(map(str, ranks))}"
                      for text, ranks in groups.items())
 
 

@@ -34,6 +34,7 @@ from .. import checkpoint
 from ..backend import to_host
 from ..errors import TrainingDiverged
 from ..layers import SoftmaxCrossEntropy
+from ..memory import finite_number
 from ..optim import clip_grad_norm
 from .callbacks import HISTORY_KEYS
 from .precise_bn import recompute_batch_norm_statistics
@@ -276,6 +277,34 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng_state"]
         self.history = {k: list(meta["history"].get(k, [])) for k in HISTORY_KEYS}
         self.epoch = int(meta["epoch"])
+
+
+def training_state_problem(meta):
+    """None when a last.npz's training state has the types the trainer reads, else what is wrong, in a few words:
+    checked before any of it is used, so a crafted file gets a sentence, never a traceback mid-run."""
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return "its epoch is not a whole number"
+    history = meta.get("history")
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        return "its history is not a table of lists"
+    for key, values in history.items():
+        if key in HISTORY_KEYS and (len(values) != epoch or not all(v is None or finite_number(v) for v in values)):
+            return f"its history of {key[:40]} is not {epoch} numbers"
+    position = meta.get("position")
+    if position is not None:
+        if not isinstance(position, dict) or not all(isinstance(position.get(k), int) for k in ("epoch", "step")):
+            return "its position in the epoch has no epoch and step"
+        sums = position.get("sums")
+        if not isinstance(sums, list) or len(sums) != 5 or not all(finite_number(v) for v in sums) \
+                or not isinstance(position.get("plan_rng_state"), dict):
+            return "its position in the epoch is incomplete"
+    for key in ("callbacks", "scheduler", "warmup", "optimizer"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            return f"its {key} state is not a table"
+    if not all(isinstance(v, dict) for v in (meta.get("callbacks") or {}).values()):
+        return "its callbacks' states are not tables"
+    return None
 
 
 def _never():
