@@ -1,9 +1,17 @@
 """Shared fixtures: the backends present, a seeded RNG, and hypothesis settings."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import settings
 
 from tinyvgg import backend
+from tinyvgg.threads import FIXED_VARIABLE, blas_threads
+
+# float32 results change with the BLAS thread count, and tests compare runs (in this process and in the
+# commands they start) bit for bit: the suite fixes the count at the pool's own, as a user does with
+# --threads. tests/test_threads.py clears it to test the measuring.
+os.environ.setdefault(FIXED_VARIABLE, str(blas_threads() or 1))
 
 # Gradient checks call a layer hundreds of times per example: few examples, no deadline.
 settings.register_profile("tinyvgg", max_examples=40, deadline=None)

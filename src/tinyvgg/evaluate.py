@@ -12,6 +12,7 @@ from . import backend, cli
 from .checkpoint import load_classifier
 from .data import BUILT_IN, BatchLoader, ImageFolder, open_dataset
 from .plots import confusion_matrix, plot_confusion, save_figure
+from .threads import ThreadChooser
 from .training.loop import evaluate_model
 
 
@@ -25,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="replace an existing --confusion file")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy", help="where to compute")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads (default: the count that is fastest now, measured on the first batches)")
     return p.parse_args(argv)
 
 
@@ -32,6 +35,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.batch_size < 1:
         raise cli.UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.threads is not None and args.threads < 1:
+        raise cli.UsageError(f"--threads must be at least 1, got {args.threads}.")
     default = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "confusion.png")
     confusion = cli.output_path(args.confusion, "--confusion", args.force, default=default)
     backend.require(args.backend)
@@ -44,8 +49,9 @@ def main(argv=None):
                                  f"but the checkpoint was trained on {names}.")
     else:
         dataset = ImageFolder(args.data, size, class_names=names)
+    threads = ThreadChooser(args.threads) if args.backend == "numpy" else None
     result = evaluate_model(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
-                      progress=True)
+                            progress=True, threads=threads)
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))
     print(f"accuracy {result['accuracy']:.4f} on {len(dataset)} images (loss {result['loss']:.4f})")
     for k, name in enumerate(names):
@@ -54,6 +60,8 @@ def main(argv=None):
             print(f"  {name:<20} {counts[k, k] / total:.4f}  ({counts[k, k]}/{total})")
     save_figure(plot_confusion(counts, names), confusion)
     print(f"confusion matrix written to {confusion}")
+    if threads is not None:
+        print(threads.describe())
     return 0
 
 

@@ -35,6 +35,7 @@ from .data.fingerprint import fingerprint
 from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
+from .threads import blas_threads
 from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
                        TrainingDiverged, evaluate_model, write_history)
 from .training.agreement import agree, broadcast_model, file_digest
@@ -109,6 +110,10 @@ def parse_args(argv=None, defaults=True):
     p.add_argument("--kernels", choices=KERNELS, default=DEFAULT_KERNELS,
                    help="fast: tinyvgg.fastconv's layers and the blocked optimizer update; reference: the layers of "
                         "tinyvgg.layers as the lessons teach them (the same numbers, slower)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads for the CPU's matrix products (default: the count that is fastest now, measured "
+                        "on the first steps and again when the machine's load changes; with --distributed, each "
+                        "rank's share of its cores); a fixed count makes a run repeatable bit for bit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--distributed", action="store_true",
                    help="one rank of a data-parallel run started by mpiexec -n N (needs the mpi extra): each rank "
@@ -153,13 +158,14 @@ def check_args(args):
                "--warmup-epochs": args.warmup_epochs, "--clip-norm": args.clip_norm,
                "--patience": args.patience, "--lr-patience": args.lr_patience,
                "--gpu-memory-limit": args.gpu_memory_limit, "--accumulate": args.accumulate,
-               "--precise-bn": args.precise_bn, "--seed": args.seed, "--collective-timeout": args.collective_timeout}
+               "--precise-bn": args.precise_bn, "--seed": args.seed, "--collective-timeout": args.collective_timeout,
+               "--threads": args.threads}
     for flag, value in numbers.items():
         if value is not None and not math.isfinite(value):
             raise cli.UsageError(f"{flag} must be a finite number, got {value}.")
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--fc-units": args.fc_units,
                 "--width": args.width, "--image-size": args.image_size, "--lr": args.lr, "--clip-norm": args.clip_norm,
-                "--accumulate": args.accumulate, "--collective-timeout": args.collective_timeout}
+                "--accumulate": args.accumulate, "--collective-timeout": args.collective_timeout, "--threads": args.threads}
     for flag, value in positive.items():
         if value is not None and value <= 0:
             raise cli.UsageError(f"{flag} must be positive, got {value}.")
@@ -441,9 +447,10 @@ def run_training(args, out, resumed, source, world=None):
     train_loader = loader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
                           backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
+    threads = args.threads or (blas_threads() if world.size > 1 else None)  # a rank keeps its share of the cores
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
                       clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world),
-                      step=step)
+                      step=step, threads=threads)
     if resumed is not None:
         trainer.restore(resumed)
         if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on
@@ -510,7 +517,7 @@ def precise_bn_batches(train_set, args, mean, std, world=None):
 #: compared by the data's fingerprint, --resume and --finetune by the checkpoint's digest: the same files may
 #: lie at other paths on other machines.)
 PER_RANK_SETTINGS = ("out", "quiet", "data", "val_data", "resume", "finetune", "distributed", "collective_timeout",
-                     "gpu_memory_limit")
+                     "gpu_memory_limit", "threads")
 
 
 def run_settings(args, train_set, val_set):
@@ -567,6 +574,8 @@ def finish(trainer, val_loader, out, progress):
     seconds = sum(trainer.history["seconds"])
     print(f"best validation accuracy {result['accuracy']:.4f} (epoch {best.meta['epoch']} of {trainer.epoch}), "
           f"{seconds:.0f} s of training; results in {out}")
+    if trainer.threads is not None:
+        print(trainer.threads.describe())
 
 
 if __name__ == "__main__":

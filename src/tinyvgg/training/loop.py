@@ -31,11 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import checkpoint
-from ..backend import to_host
+from ..backend import backend_of, to_host
 from ..errors import TrainingDiverged
 from ..layers import SoftmaxCrossEntropy
 from ..memory import finite_number
 from ..optim import clip_grad_norm
+from ..threads import ThreadChooser
 from .callbacks import HISTORY_KEYS
 from .precise_bn import recompute_batch_norm_statistics
 from .step import LocalStep
@@ -51,17 +52,20 @@ CHECK_EVERY = 10
 DIVERGED_FACTOR = 4.0
 
 
-def evaluate_model(model, loader, progress=False, desc="evaluating"):
+def evaluate_model(model, loader, progress=False, desc="evaluating", threads=None):
     """Loss, accuracy and every prediction of ``model`` on a :class:`~tinyvgg.data.BatchLoader`.
 
     Evaluation mode (dropout off, no caches kept). Sums stay on the model's
     device and are read once at the end. Returns a dict with ``loss``,
     ``accuracy``, and host arrays ``predictions``, ``labels``, ``probabilities``.
+    threads: a :class:`~tinyvgg.threads.ThreadChooser` that times every batch and picks the
+    BLAS thread count (None: the count in use stays).
     """
     loss_fn = SoftmaxCrossEntropy()
     loss_sum, seen, predictions, labels, probabilities = 0.0, 0, [], [], []
     for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        logits = model.forward(x)
+        with threads.timed() if threads is not None else contextlib.nullcontext():
+            logits = model.forward(x)
         loss_sum = loss_sum + loss_fn.forward(logits, y) * len(y)
         probs, _ = loss_fn.cache
         predictions.append(logits.argmax(axis=1))
@@ -93,15 +97,20 @@ class Trainer:
     statistics are recomputed at the end of every epoch, before validation and the
     callbacks (None: the running averages as training left them); step: what computes a batch's
     gradients (default: a :class:`~tinyvgg.training.step.LocalStep` of ``model``), built around
-    the same ``model``.
+    the same ``model``; threads: how many BLAS threads the steps run on, a number, or a
+    :class:`~tinyvgg.threads.ThreadChooser` (default: one that measures which count is fastest
+    now, unless the environment fixes it; on a GPU the count does not matter and stays).
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
-                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None, step=None):
+                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None, step=None, threads=None):
         self.model, self.optimizer, self.rng, self.scheduler = model, optimizer, rng, scheduler
         self.monitor, self.callbacks, self.meta, self.progress = monitor, list(callbacks), dict(meta or {}), progress
         self.warmup, self.clip_norm, self.precise_bn = warmup, clip_norm, precise_bn
         self.step = LocalStep(model) if step is None else step
+        on_host = all(backend_of(p) == "numpy" for p in model.named_params().values())
+        self.threads = threads if isinstance(threads, ThreadChooser) else \
+            ThreadChooser(fixed=threads) if on_host or threads is not None else None
         self.history = {k: [] for k in HISTORY_KEYS}
         self.epoch = 0
         self.start_loss = None  # the mean loss of the first window of steps: what "diverged" is measured against
@@ -136,7 +145,8 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress, leave=False,
                    unit="batch", initial=start, total=len(loader))
         for step, (x, y) in enumerate(bar, start=start):
-            loss, right = self.train_step(x, y)  # y: the whole batch's labels, also on several ranks
+            with self.threads.timed() if self.threads is not None else contextlib.nullcontext():
+                loss, right = self.train_step(x, y)  # y: the whole batch's labels, also on several ranks
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + right, seen + len(y)
             window_sum, window_seen = window_sum + loss * len(y), window_seen + len(y)
             if step % CHECK_EVERY == CHECK_EVERY - 1:  # reading a value waits for the GPU: only now and then
@@ -150,6 +160,9 @@ class Trainer:
                 raise KeyboardInterrupt
         if window_seen:
             self.guard_divergence(float(window_sum) / window_seen)
+        if self.threads is not None and self.threads.end_epoch():
+            self.log(f"the steps' speed changed by more than {self.threads.margin:.0%}: measuring the BLAS "
+                     "threads again")
         return float(loss_sum) / seen, float(correct) / seen
 
     def guard_divergence(self, loss):
