@@ -61,7 +61,7 @@ def vgg16_paper(image_size, num_classes=1000):
     from tinyvgg.models import build_model
     return build_model(dict(depth="vgg16", num_classes=num_classes, input_shape=(image_size, image_size, 3),
                             width=1.0, fc_units=4096, include_top=True, batch_norm=False),
-                       rng=np.random.default_rng(0))
+                       rng=np.random.default_rng(0), kernels="fast")
 
 
 def part_allreduce(repeats):
@@ -115,7 +115,7 @@ def part_step(network, steps, sync_batch_norm=True):
     rng = np.random.default_rng(0)
     if network == "default":
         model = build_model(dict(depth="vgg16", num_classes=10, input_shape=(32, 32, 3), width=0.25, fc_units=256,
-                                 include_top=True, batch_norm=True), rng=rng)
+                                 include_top=True, batch_norm=True), rng=rng, kernels="fast")
         batch, size = 64, 32
     else:
         model, batch, size = vgg16_paper(224, num_classes=10), 2, 224

@@ -63,7 +63,7 @@ def main(which="small", epochs=None):
     mean, std = train_set.channel_stats()
     rng = np.random.default_rng(0)
     model = build_model(dict(depth="vgg16", num_classes=10, input_shape=(32, 32, 3), width=0.25, fc_units=256,
-                             dropout=0.0, include_top=True, init="he_normal", batch_norm=True), rng=rng)
+                             dropout=0.0, include_top=True, init="he_normal", batch_norm=True), rng=rng, kernels="fast")
     layers = batch_norm_layers(model)
     shadows = [track_bias_corrected(layer) for layer in layers]
     optimizer = FastSGD(model.named_params(trainable_only=True), lr=0.02, momentum=0.9, weight_decay=5e-4)

@@ -63,8 +63,9 @@ def make_step(package, case, seed=0, through="layers"):
     models = importlib.import_module(package + ".models")
     layers = importlib.import_module(package + ".layers")
     optim = importlib.import_module(package + ".optim")
+    fast = {"kernels": "fast"} if "KERNELS" in vars(models) else {}  # older versions built the fast layers anyway
     model = models.vgg16(num_classes=case["classes"], input_shape=(case["image"],) * 2 + (3,),
-                         fc_units=case["fc_units"], seed=seed)
+                         fc_units=case["fc_units"], seed=seed, **fast)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case["batch"], case["image"], case["image"], 3), np.float32)
     y = rng.integers(0, case["classes"], case["batch"])

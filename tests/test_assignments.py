@@ -109,9 +109,11 @@ def test_the_student_version_carries_no_solution_and_no_loop_version(student):
     assert not list(student.rglob("naive.py"))
     solution_lines = ["cols[:, :, :, i, j, :] = x_pad[:, i:i + Ho, j:j + Wo, :]", "dW2 += cols.T @ dout_2d",
                       "windows.max(axis=(2, 4))", "dgamma = ones @ (dout2 * xhat)", "dgamma = (dout2 * xhat).sum(axis=0)",
-                      "v -= self.lr * g", "dx = scale * (dout2 - sums[:C] / m"]
+                      "v -= self.lr * g"]
     for line in solution_lines:
         assert not any(line in text for text in files.values()), line
+    # synchronized batch normalization ships whole: lesson 16 runs it on the student's batch normalization
+    assert "dx = scale * (dout2 - sums[:C] / m" in (student / PKG / "training" / "sync_bn.py").read_text()
     readme = (student / "README.md").read_text()  # every blank listed, the optional ones of fastconv.py too
     blanks = sum(p.read_text().count('raise NotImplementedError("part') for p in (student / PKG).rglob("*.py"))
     assert readme.count("\n- `src/tinyvgg/") == blanks and "- `src/tinyvgg/fastconv.py`" in readme
@@ -120,7 +122,7 @@ def test_the_student_version_carries_no_solution_and_no_loop_version(student):
 def test_the_student_version_imports_and_keeps_the_rest_intact(student):
     text = (student / PKG / "layers.py").read_text()
     assert 'raise NotImplementedError("part conv")' in text and "[part dense] hint: lesson 2: each output is a weighted sum" in text
-    assert 'DEFAULT_KERNELS = "reference"' in (student / PKG / "models.py").read_text()
+    assert 'COMMAND_KERNELS = "reference"' in (student / PKG / "models.py").read_text()
     code = "import tinyvgg.models as m; print(m.vgg16(init='zeros').num_params())"
     result = subprocess.run([sys.executable, "-c", code], cwd=student, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(student / "src")))

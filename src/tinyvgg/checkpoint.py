@@ -215,8 +215,9 @@ def load(path):
     return Checkpoint(sections["params"], sections["optimizer"], meta, path, sections["buffers"])
 
 
-def load_model(path, backend="numpy"):
-    """(model, checkpoint): the model a checkpoint describes, with its weights, on ``backend``."""
+def load_model(path, backend="numpy", kernels=None):
+    """(model, checkpoint): the model a checkpoint describes, with its weights, on ``backend``, built of
+    ``kernels`` (:func:`~tinyvgg.models.vgg`'s; None: the reference layers)."""
     from .models import build_model
     ckpt = load(path)
     config = ckpt.meta.get("model_config")
@@ -236,12 +237,14 @@ def load_model(path, backend="numpy"):
         if held != expected:  # compared before the model is built: a small file cannot make it allocate a large one
             raise CheckpointError(f"{path} holds {held:,} weights, but its configuration describes a model of "
                                   f"{expected:,}; it is damaged, or its configuration was edited.")
-        model = build_model(dict(config, init="zeros", head_init="zeros"))  # no random draw: overwritten at once
+        model = build_model(dict(config, init="zeros", head_init="zeros", logits_init="zeros"),
+                            kernels=kernels)  # no random draw: the weights are overwritten at once
         model.config = dict(model.config, init=config.get("init", "he_normal"))
-        if "head_init" in config:
-            model.config["head_init"] = config["head_init"]
-        else:
-            model.config.pop("head_init", None)
+        for key in ("head_init", "logits_init"):  # the configuration as saved
+            if key in config:
+                model.config[key] = config[key]
+            else:
+                model.config.pop(key, None)
     except TinyVGGError:
         raise
     except (TypeError, ValueError, KeyError, OverflowError) as err:
@@ -250,10 +253,10 @@ def load_model(path, backend="numpy"):
     return model.to(backend), ckpt
 
 
-def load_classifier(path, backend="numpy"):
+def load_classifier(path, backend="numpy", kernels=None):
     """(model, checkpoint, class names, (mean, std)) for predicting: a model with its dense top, one
     class name per output, and the normalization its inputs need; a clear error for anything else."""
-    model, ckpt = load_model(path, backend)
+    model, ckpt = load_model(path, backend, kernels)
     bad = [name for name, value in ckpt.params.items()
            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
     if bad:

@@ -11,6 +11,7 @@ import os
 from . import backend, cli
 from .checkpoint import load_classifier
 from .data import BUILT_IN, BatchLoader, ImageFolder, open_dataset
+from .models import COMMAND_KERNELS
 from .plots import confusion_matrix, plot_confusion, save_figure
 from .threads import ThreadChooser
 from .training.loop import evaluate_model
@@ -40,7 +41,7 @@ def main(argv=None):
     default = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "confusion.png")
     confusion = cli.output_path(args.confusion, "--confusion", args.force, default=default)
     backend.require(args.backend)
-    model, _, names, (mean, std) = load_classifier(args.checkpoint, args.backend)
+    model, _, names, (mean, std) = load_classifier(args.checkpoint, args.backend, COMMAND_KERNELS)
     size = model.input_shape[0]
     if args.data.partition(":")[0] in BUILT_IN or args.data.startswith("cifar10:"):
         _, dataset = open_dataset(args.data, size)

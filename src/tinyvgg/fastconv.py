@@ -5,7 +5,7 @@ subclass of one of those (``FastConv2D(Conv2D)``, ``FastMaxPool2D``,
 ``FastBatchNorm2D``, ``FastDense``, ``FastReLU``), with the same interface and the
 same parameters, so checkpoints do not care which ran; only the kernels and what
 each keeps in its cache differ. The tests hold every fast class to its reference
-class. A model chooses: ``vgg(..., kernels="fast")`` (the default for training)
+class. A model chooses: ``vgg(..., kernels="fast")`` (what the commands build)
 or ``kernels="reference"``. Each trick is here because a benchmark
 (``benchmarks/``) showed it pays on the CPU:
 

@@ -71,7 +71,9 @@ def small_normal(shape, rng):
 
 
 def zeros(shape, rng=None):
-    """All zeros: the usual start for biases (and a bad one for weights: every unit stays the same)."""
+    """All zeros: the usual start for biases, and a bad one for the weights of a hidden layer (its units get
+    the same gradient and stay the same). The last layer is the exception: each class's row of gradients
+    differs (it is pulled towards that class's images), and zero logits start every class equally likely."""
     return np.zeros(shape)
 
 

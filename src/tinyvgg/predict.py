@@ -29,6 +29,7 @@ from .backend import to_device, to_host
 from .cli import shown
 from .data import IMAGE_EXTENSIONS, decode_image, is_regular_file
 from .layers import softmax
+from .models import COMMAND_KERNELS
 from .threads import ThreadChooser
 
 #: The most images one call reads from folders and patterns: a folder of a million files is a mistake.
@@ -109,7 +110,7 @@ def main(argv=None):
         cli.output_path(args.csv, "--csv", args.force)
     paths = image_paths(args.images)
     backend.require(args.backend)
-    model, _, names, (mean, std) = checkpoint.load_classifier(args.checkpoint, args.backend)
+    model, _, names, (mean, std) = checkpoint.load_classifier(args.checkpoint, args.backend, COMMAND_KERNELS)
     size, top_k = model.input_shape[0], min(args.top_k, len(names))
     failed, rows = 0, []
     threads = ThreadChooser(args.threads) if args.backend == "numpy" else None

@@ -32,7 +32,7 @@ import numpy as np
 from . import backend, checkpoint, cli, memory
 from .data import BUILT_IN, BatchLoader, DataError, Subset, absolute_spec, open_dataset
 from .data.fingerprint import fingerprint
-from .models import DEFAULT_KERNELS, KERNELS, VGG_CONFIGS, build_model
+from .models import COMMAND_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
 from .threads import blas_threads
@@ -44,8 +44,9 @@ from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
 DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
-#: --head-init's choices: the initializer of the dense head (None: He for fc1 and fc2, Glorot for the logits)
-HEAD_INITS = {"he": None, "small": "small_normal"}
+#: --head-init's choices: the initializers of the dense head, as models.vgg's head_init and logits_init
+#: ("he": He for fc1 and fc2, the logits at zero; "small": N(0, 0.01) for all three, as torchvision's VGG)
+HEAD_INITS = {"he": {"logits_init": "zeros"}, "small": {"head_init": "small_normal"}}
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_EPOCHS = 10
 #: The plateau schedule ignores epochs whose validation accuracy is within this of chance (1 / classes).
@@ -75,8 +76,9 @@ def parse_args(argv=None, defaults=True):
                    help="batch normalization after every convolution (the VGG-BN variant), which learns from the "
                         "first epoch; --no-batch-norm trains the paper's plain network")
     p.add_argument("--head-init", choices=sorted(HEAD_INITS), default="he",
-                   help="how the dense head starts: he (He for fc1 and fc2, Glorot for the logits) or small "
-                        "(N(0, 0.01) as torchvision's VGG; the paper's --fc-units 4096 --dropout 0.5 needs it)")
+                   help="how the dense head starts: he (He for fc1 and fc2, the logits at zero: every class "
+                        "equally likely at first) or small (N(0, 0.01) as torchvision's VGG; the paper's "
+                        "--fc-units 4096 --dropout 0.5 needs it)")
     p.add_argument("--epochs", type=int,
                    help=f"train until this many epochs in all (default: {DEFAULT_EPOCHS}; with --resume, the run's "
                         "own number, or a larger one to extend it)")
@@ -107,7 +109,7 @@ def parse_args(argv=None, defaults=True):
                    help="start from this checkpoint's weights (a new head where the classes differ)")
     p.add_argument("--freeze-until", metavar="LAYER",
                    help="with --finetune: do not train this layer and those before it (e.g. block5_pool)")
-    p.add_argument("--kernels", choices=KERNELS, default=DEFAULT_KERNELS,
+    p.add_argument("--kernels", choices=KERNELS, default=COMMAND_KERNELS,
                    help="fast: tinyvgg.fastconv's layers and the blocked optimizer update; reference: the layers of "
                         "tinyvgg.layers as the lessons teach them (the same numbers, slower)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -419,7 +421,7 @@ def run_training(args, out, resumed, source, world=None):
     config = dict(depth=args.model, num_classes=len(train_set.class_names),
                   input_shape=(args.image_size, args.image_size, 3), width=args.width, fc_units=args.fc_units,
                   dropout=args.dropout, include_top=True, init="he_normal", batch_norm=args.batch_norm,
-                  head_init=HEAD_INITS[args.head_init])
+                  **HEAD_INITS[args.head_init])
     model = build_model(config, rng=rng, kernels=args.kernels)
     if source is not None:
         start_from(model, source, args)

@@ -37,7 +37,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PART_LINE = re.compile(r"^(\s*)# \[part (\w+)\] hint: (.*)$")
 STUDENT_LINE = re.compile(r"^(\s*).*# STUDENT: (.*)$")
 #: Modules whose blanks are optional: the fast kernels, which the student version leaves unused.
-OPTIONAL_FILES = {"fastconv.py", "sync_bn.py"}  # the fast kernels; synchronized batch norm
+OPTIONAL_FILES = {"fastconv.py"}  # the fast kernels
 
 
 # ---------------------------------------------------------------- the student version
@@ -140,8 +140,9 @@ up step by step, and each lesson ends with an exercise; both are checked in the 
 {notebooks}
 
 Optional, not graded: the fast classes of `fastconv.py` (`FastConv2D`, `FastMaxPool2D`)
-compute the same things faster, and `SyncBatchNorm2D` in `training/sync_bn.py` spreads batch
-normalization over several processes. This version builds the reference layers you write
+compute the same things faster. (`SyncBatchNorm2D` in `training/sync_bn.py`, which spreads batch
+normalization over several processes in lesson 16, comes whole: it builds on your batch
+normalization.) This version builds the reference layers you write
 (`vgg(kernels="reference")` is its default). Fill the fast kernels in once your parts
 pass, build a model with `kernels="fast"`, and check that nothing changes:
 

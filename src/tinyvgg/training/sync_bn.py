@@ -4,6 +4,8 @@
 all-reduced over the ranks; :class:`FastSyncBatchNorm2D` is the same over
 :class:`~tinyvgg.fastconv.FastBatchNorm2D` (column sums by BLAS; its evaluation path), so that
 ``--sync-batch-norm`` keeps the kernels the model asked for.
+The student version ships this module whole (lesson 16 runs it; the part a student writes is the
+batch normalization of lesson 10, which :class:`SyncBatchNorm2D` inherits for evaluation and its running statistics).
 :func:`~tinyvgg.training.parallel.prepare_model_for_ranks` swaps them in before the optimizer is built.
 """
 from ..backend import get_array_module
@@ -53,8 +55,6 @@ class SyncBatchNorm2D(BatchNorm2D):
     def forward(self, x, train=False):
         if not (train and self.trainable):
             return super().forward(x, train)                    # running statistics: nothing to share
-        # [part batchnorm] hint: the reference forward, with each per-channel sum all-reduced over the ranks
-        ### BEGIN SOLUTION
         xp = get_array_module(x)
         C = self.num_channels
         x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m_r, C)
@@ -70,14 +70,11 @@ class SyncBatchNorm2D(BatchNorm2D):
         xhat = centred * inv_std                                # (m_r, C)
         self.cache, self.values = (xhat, inv_std, True), m
         return (self.params["gamma"] * xhat + self.params["beta"]).reshape(x.shape)  # (m_r, C) -> (N, H, W, C)
-        ### END SOLUTION
 
     def backward(self, dout):
         xhat, inv_std, batch_stats = self.cache
         if not batch_stats:
             return super().backward(dout)                       # a forward on running statistics
-        # [part batchnorm] hint: the reference backward, its two channel means taken over every rank's values
-        ### BEGIN SOLUTION
         xp = get_array_module(dout)
         C, m = self.num_channels, self.values
         dout2 = dout.reshape(-1, C)                             # (N, H, W, C) -> (m_r, C)
@@ -87,7 +84,6 @@ class SyncBatchNorm2D(BatchNorm2D):
         scale = self.params["gamma"] * inv_std                  # (C,)
         dx = scale * (dout2 - sums[:C] / m - xhat * (sums[C:] / m))  # (m_r, C)
         return dx.reshape(dout.shape)                           # (m_r, C) -> (N, H, W, C)
-        ### END SOLUTION
 
 
 class FastSyncBatchNorm2D(SyncBatchNorm2D, FastBatchNorm2D):
