@@ -41,3 +41,30 @@ def test_max_images_frozen_layers_and_models_without_batch_norm():
     plain = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=4, seed=0)
     assert recompute_batch_norm_statistics(plain, batches) == 0
 
+
+
+def test_disagreement_is_zero_for_equal_statistics_and_counts_shifts_in_batch_standard_deviations():
+    from tinyvgg.training.precise_bn import disagreement
+    mean, var = np.array([0.0, 1.0]), np.array([4.0, 1.0])
+    assert disagreement([(mean, var)], [(mean, var)]) == 0.0
+    shifted = disagreement([(mean + np.array([0.2, 0.0]), var)], [(mean, var)], eps=0)  # 0.1 std in one of 2 channels
+    assert shifted == pytest.approx(0.05)
+    scaled = disagreement([(mean, var * np.exp(0.4))], [(mean, var)], eps=0)           # every std 20% apart (log)
+    assert scaled == pytest.approx(0.2)
+    assert disagreement([(mean, var), (mean, var * np.exp(0.4))], [(mean, var)] * 2, eps=0) == pytest.approx(0.2)
+
+
+def test_running_statistics_that_agree_are_kept_and_lagging_ones_recomputed():
+    from tinyvgg.training.precise_bn import refresh_batch_norm_statistics
+    rng = np.random.default_rng(2)
+    model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=4, batch_norm=True, seed=0)
+    batches = [(rng.standard_normal((16, 32, 32, 3)).astype(np.float32) * 2 + 1, None) for _ in range(4)]
+    layers = [model[name] for name in model.names if "_bn" in name]
+    assert refresh_batch_norm_statistics(model, batches) == 64        # fresh layers (mean 0, var 1): far off
+    precise = [{k: v.copy() for k, v in layer.buffers.items()} for layer in layers]
+    assert refresh_batch_norm_statistics(model, batches) == 0         # the same data again: they agree, and stay
+    assert all(np.array_equal(layer.buffers[k], p[k]) for layer, p in zip(layers, precise) for k in p)
+    assert refresh_batch_norm_statistics(model, batches, agreement=None) == 64  # several ranks: always the pass
+    layers[2].buffers["running_var"] *= 2                              # one layer lags: 35% off in scale
+    assert refresh_batch_norm_statistics(model, batches) == 64
+    np.testing.assert_allclose(layers[2].buffers["running_var"], precise[2]["running_var"], rtol=1e-5)
