@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tinyvgg.errors import UsageError
-from tinyvgg.threads import FIXED_VARIABLE, THREAD_VARIABLES, ThreadChooser, blas_threads, candidate_counts
+from tinyvgg.threads import (FIXED_VARIABLE, THREAD_VARIABLES, ThreadChooser, blas_threads, candidate_counts,
+                             usable_cores)
 
 
 @pytest.fixture
@@ -49,8 +50,9 @@ def test_candidates_are_powers_of_two_and_every_core():
 def test_the_fastest_count_is_kept_after_one_warm_up_step_and_three_each(unfixed):
     machine = FakeMachine({1: 1.5, 2: 2.1, 4: 3.0})  # the loaded machine of the issue: 1 thread wins
     chooser = machine.chooser()
+    assert chooser.choosing
     machine.run(chooser, 1 + 3 * 3)
-    assert chooser.count == 1 and machine.count == 1
+    assert chooser.count == 1 and machine.count == 1 and not chooser.choosing
     assert machine.switches[:4] == [4, 1, 2, 4]  # every core until measured, then each candidate in turn
     assert "1 of 4 cores" in chooser.describe() and "1.5 s with 1" in chooser.describe()
     machine.run(chooser, 5)
@@ -77,7 +79,7 @@ def test_a_fixed_count_is_set_once_and_never_measured(unfixed, monkeypatch):
     chooser = machine.chooser(fixed=1)
     machine.run(chooser, 20)
     assert machine.switches == [1] and chooser.count == 1 and not chooser.end_epoch()
-    assert chooser.describe() == "BLAS threads: 1 of 4 cores, as --threads asked"
+    assert chooser.describe() == "BLAS threads: 1 of 4 cores, as asked"
     monkeypatch.setenv(FIXED_VARIABLE, "2")
     machine = FakeMachine({1: 0.1, 2: 1.0})
     chooser = machine.chooser()
@@ -128,8 +130,28 @@ def test_the_training_command_says_which_count_it_chose_and_why(unfixed, tmp_pat
     assert "the fastest measured now (a step: " in measured.stdout
     fixed = subprocess.run(args + ["--out", str(tmp_path / "b"), "--threads", "1"], env=env, capture_output=True,
                            text=True)
-    assert "BLAS threads: 1 of" in fixed.stdout and "as --threads asked" in fixed.stdout
+    assert "BLAS threads: 1 of" in fixed.stdout and "as --threads asks" in fixed.stdout
     refused = subprocess.run(args + ["--out", str(tmp_path / "c"), "--threads", "0"], env=env, capture_output=True,
                              text=True)
     assert refused.returncode != 0 and "--threads must be positive, got 0." in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_the_trainer_measures_by_default_and_keeps_a_fixed_count(unfixed):
+    from threadpoolctl import threadpool_limits
+
+    from tinyvgg.data import ArrayDataset, BatchLoader
+    from tinyvgg.models import vgg11
+    from tinyvgg.optim import SGD
+    from tinyvgg.training import Trainer
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, 64), ["a", "b", "c"])
+    with threadpool_limits(limits=None):
+        measured = "the fastest measured now" if usable_cores() > 1 else "the one core this process may use"
+        for threads, expected in ((None, measured), (1, "as threads=1 asks")):
+            model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=8, dropout=0.0, seed=0)
+            trainer = Trainer(model, SGD(model.named_params(), lr=0.01), rng, progress=False, threads=threads)
+            trainer.fit(BatchLoader(data, 8, np.zeros(3), np.ones(3), shuffle=True, rng=rng), epochs=1)  # 8 steps
+            assert expected in trainer.threads.describe()
+            assert blas_threads() == trainer.threads.count

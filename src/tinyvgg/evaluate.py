@@ -50,7 +50,7 @@ def main(argv=None):
                                  f"but the checkpoint was trained on {names}.")
     else:
         dataset = ImageFolder(args.data, size, class_names=names)
-    threads = ThreadChooser(args.threads) if args.backend == "numpy" else None
+    threads = ThreadChooser(args.threads, why="as --threads asks") if args.backend == "numpy" else None
     result = evaluate_model(model, BatchLoader(dataset, args.batch_size, mean, std, backend=args.backend),
                             progress=True, threads=threads)
     counts = confusion_matrix(result["labels"], result["predictions"], len(names))

@@ -113,7 +113,7 @@ def main(argv=None):
     model, _, names, (mean, std) = checkpoint.load_classifier(args.checkpoint, args.backend, COMMAND_KERNELS)
     size, top_k = model.input_shape[0], min(args.top_k, len(names))
     failed, rows = 0, []
-    threads = ThreadChooser(args.threads) if args.backend == "numpy" else None
+    threads = ThreadChooser(args.threads, why="as --threads asks") if args.backend == "numpy" else None
     for path, problem in paths:
         if problem is None:
             try:

@@ -83,8 +83,9 @@ def set_blas_threads(count):
 class ThreadChooser:
     """Times the steps wrapped in :meth:`timed` and keeps the BLAS thread count that runs them fastest.
 
-    fixed: a thread count to use throughout (``--threads N``); None: measure, unless the
-    environment fixes the count (:data:`THREAD_VARIABLES`). Use::
+    fixed: a thread count to use throughout (``--threads N``), ``why`` saying who chose it; None:
+    measure, unless the environment fixes the count (:data:`FIXED_VARIABLE`, :data:`THREAD_VARIABLES`).
+    Use::
 
         chooser = ThreadChooser()
         for x, y in batches:
@@ -94,8 +95,8 @@ class ThreadChooser:
         print(chooser.describe())     # "BLAS threads: 1 of 2 cores, measured: ..."
     """
 
-    def __init__(self, fixed=None, cores=None, steps_each=STEPS_EACH, margin=MARGIN, clock=time.perf_counter,
-                 switch=set_blas_threads):
+    def __init__(self, fixed=None, why="as asked", cores=None, steps_each=STEPS_EACH, margin=MARGIN,
+                 clock=time.perf_counter, switch=set_blas_threads):
         self.cores = cores or usable_cores()
         self.steps_each, self.margin, self.clock, self.switch = steps_each, margin, clock, switch
         self.count, self.reason, self._current = self.cores, None, None
@@ -103,7 +104,7 @@ class ThreadChooser:
         if fixed is None and os.environ.get(FIXED_VARIABLE):
             fixed, self.reason = _count_from_environment(), f"as {FIXED_VARIABLE}={os.environ[FIXED_VARIABLE]} asks"
         if fixed is not None:
-            self.count, self.reason = int(fixed), self.reason or "as --threads asked"
+            self.count, self.reason = int(fixed), self.reason or why
         elif chosen_by:  # the user's choice: the pool stays as the variable made it
             self.count = self._current = blas_threads() or 1
             self.reason = f"as {chosen_by[0]}={os.environ[chosen_by[0]]} asks"
@@ -116,6 +117,11 @@ class ThreadChooser:
         self.measurements = 0
         self._queue = self._plan() if self.measuring else []
         self._use(self.count)
+
+    @property
+    def choosing(self):
+        """Whether the next steps measure (a measurement is due or under way)."""
+        return bool(self._queue)
 
     def _use(self, count):
         if count != self._current:

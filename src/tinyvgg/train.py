@@ -35,11 +35,12 @@ from .data.fingerprint import fingerprint
 from .models import COMMAND_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
-from .threads import blas_threads
+from .threads import ThreadChooser, blas_threads
 from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
                        TrainingDiverged, evaluate_model, write_history)
 from .training.agreement import agree, broadcast_model, file_digest
 from .training.loop import training_state_problem
+from .training.precise_bn import AGREEMENT
 from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
@@ -449,10 +450,12 @@ def run_training(args, out, resumed, source, world=None):
     train_loader = loader(train_set, args.batch_size, mean, std, shuffle=True, augment=args.augment, rng=rng,
                           backend=args.backend)
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
-    threads = args.threads or (blas_threads() if world.size > 1 else None)  # a rank keeps its share of the cores
+    threads = ThreadChooser(args.threads, why="as --threads asks") if args.threads else \
+        ThreadChooser(blas_threads(), why="this rank's share of its cores") if world.size > 1 else None
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
                       clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world),
-                      step=step, threads=threads)
+                      step=step, threads=threads,
+                      precise_bn_agreement=AGREEMENT if world.size == 1 else None)  # ranks decide alike
     if resumed is not None:
         trainer.restore(resumed)
         if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on

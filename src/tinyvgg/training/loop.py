@@ -38,7 +38,7 @@ from ..memory import finite_number
 from ..optim import clip_grad_norm
 from ..threads import ThreadChooser
 from .callbacks import HISTORY_KEYS
-from .precise_bn import recompute_batch_norm_statistics
+from .precise_bn import AGREEMENT, refresh_batch_norm_statistics
 from .step import LocalStep
 
 #: The signals that stop a run between two steps, saving its place: Ctrl-C, and SIGTERM, which a batch
@@ -95,7 +95,10 @@ class Trainer:
     training images, or a sample of them, in a fixed order that mixes the classes, as
     ``train.precise_bn_batches`` makes), over which batch normalization's running
     statistics are recomputed at the end of every epoch, before validation and the
-    callbacks (None: the running averages as training left them); step: what computes a batch's
+    callbacks, unless one batch shows that the running ones agree with them to within
+    ``precise_bn_agreement`` (None: always; see
+    :func:`~tinyvgg.training.precise_bn.refresh_batch_norm_statistics`) (precise_bn None: the
+    running averages as training left them); step: what computes a batch's
     gradients (default: a :class:`~tinyvgg.training.step.LocalStep` of ``model``), built around
     the same ``model``; threads: how many BLAS threads the steps run on, a number, or a
     :class:`~tinyvgg.threads.ThreadChooser` (default: one that measures which count is fastest
@@ -103,14 +106,16 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, rng, scheduler=None, monitor="val_accuracy", callbacks=(),
-                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None, step=None, threads=None):
+                 meta=None, progress=True, warmup=None, clip_norm=None, precise_bn=None, step=None, threads=None,
+                 precise_bn_agreement=AGREEMENT):
         self.model, self.optimizer, self.rng, self.scheduler = model, optimizer, rng, scheduler
         self.monitor, self.callbacks, self.meta, self.progress = monitor, list(callbacks), dict(meta or {}), progress
         self.warmup, self.clip_norm, self.precise_bn = warmup, clip_norm, precise_bn
+        self.precise_bn_agreement = precise_bn_agreement
         self.step = LocalStep(model) if step is None else step
         on_host = all(backend_of(p) == "numpy" for p in model.named_params().values())
         self.threads = threads if isinstance(threads, ThreadChooser) else \
-            ThreadChooser(fixed=threads) if on_host or threads is not None else None
+            ThreadChooser(threads, why=f"as threads={threads} asks") if on_host or threads is not None else None
         self.history = {k: [] for k in HISTORY_KEYS}
         self.epoch = 0
         self.start_loss = None  # the mean loss of the first window of steps: what "diverged" is measured against
@@ -205,7 +210,8 @@ class Trainer:
             logs = {"epoch": self.epoch + 1, "loss": loss, "accuracy": accuracy, "val_loss": None,
                     "val_accuracy": None, "lr": self.optimizer.lr}  # the rate of the epoch's last step
             if self.precise_bn is not None:  # statistics of these weights, not a lagging average (no RNG drawn)
-                recompute_batch_norm_statistics(self.model, self.precise_bn)
+                logs["precise_bn"] = refresh_batch_norm_statistics(self.model, self.precise_bn,
+                                                                   self.precise_bn_agreement)
             if val_loader is not None:
                 val = evaluate_model(self.model, val_loader, self.progress, desc="validating")
                 val = self.step.reduce_evaluation(val)  # on several ranks: their parts added up
@@ -353,4 +359,6 @@ def format_logs(logs):
     if logs.get("val_loss") is not None:
         parts += [f"val_loss {logs['val_loss']:.4f}", f"val_accuracy {logs['val_accuracy']:.4f}"]
     parts += [f"lr {logs['lr']:g}", f"{logs['seconds']:.1f}s"]
+    if logs.get("precise_bn") is not None:  # where evaluation's batch-norm statistics came from
+        parts.append(f"bn statistics: {logs['precise_bn']} images" if logs["precise_bn"] else "bn statistics: running")
     return "  ".join(parts)
