@@ -112,7 +112,8 @@ def read_lesson10(text, seeds):
             r"(plain|batch norm) +seed (\d+): largest distance of any step's loss from ln 10: ([\d.]+);.*?"
             r"validation accuracy \[([^\]]*)\]", text):
         runs[label, int(seed)] = (float(distance), numbers(accuracies))
-    return [{"plain_distance": runs["plain", s][0], "bn_accuracy": runs["batch norm", s][1][-1]} for s in seeds]
+    return [{"plain_distance": runs["plain", s][0], "bn_distance": runs["batch norm", s][0],
+             "plain_accuracy": runs["plain", s][1][-1], "bn_accuracy": runs["batch norm", s][1][-1]} for s in seeds]
 
 
 def read_lesson13(text, seeds):

@@ -92,7 +92,7 @@ class ThreadChooser:
             with chooser.timed():
                 train_step(x, y)
         chooser.end_epoch()           # measure again if the machine's load changed
-        print(chooser.describe())     # "BLAS threads: 1 of 2 cores, measured: ..."
+        print(chooser.describe())     # "BLAS threads: 1 of 2 cores, the fastest measured now (...)"
     """
 
     def __init__(self, fixed=None, why="as asked", cores=None, steps_each=STEPS_EACH, margin=MARGIN,
@@ -110,12 +110,12 @@ class ThreadChooser:
             self.reason = f"as {chosen_by[0]}={os.environ[chosen_by[0]]} asks"
         elif self.cores == 1:
             self.count, self.reason = 1, "the one core this process may use"
-        self.measuring = self.reason is None
+        self.adapts = self.reason is None  # measured (now and whenever the load changes), not fixed
         self.timings = {}      # candidate count -> step times of the current measurement
         self.best_time = None  # the median step time of the chosen count when it was chosen
         self.epoch_times = []  # step times at the chosen count since the last end_epoch
         self.measurements = 0
-        self._queue = self._plan() if self.measuring else []
+        self._queue = self._plan() if self.adapts else []
         self._use(self.count)
 
     @property
@@ -164,7 +164,7 @@ class ThreadChooser:
 
     def end_epoch(self):
         """Measure again over the next steps if the steps at the chosen count moved by more than ``margin``."""
-        if not self.measuring or self._queue or len(self.epoch_times) < self.steps_each:
+        if not self.adapts or self._queue or len(self.epoch_times) < self.steps_each:
             self.epoch_times = []
             return False
         now = statistics.median(self.epoch_times)

@@ -452,10 +452,12 @@ def run_training(args, out, resumed, source, world=None):
     warmup = LinearWarmup(optimizer, round(args.warmup_epochs * len(train_loader))) if args.warmup_epochs else None
     threads = ThreadChooser(args.threads, why="as --threads asks") if args.threads else \
         ThreadChooser(blas_threads(), why="this rank's share of its cores") if world.size > 1 else None
+    # precise BN's check keeps running statistics that agree with a batch: ranks must decide alike, as with
+    # synchronized statistics they do; unsynchronized ones differ from rank to rank, so those ranks always recompute
     trainer = Trainer(model, optimizer, rng, scheduler, "val_accuracy", callbacks, meta, progress, warmup=warmup,
                       clip_norm=args.clip_norm, precise_bn=precise_bn_batches(train_set, args, mean, std, world),
                       step=step, threads=threads,
-                      precise_bn_agreement=AGREEMENT if world.size == 1 else None)  # ranks decide alike
+                      precise_bn_agreement=AGREEMENT if world.size == 1 or args.sync_batch_norm else None)
     if resumed is not None:
         trainer.restore(resumed)
         if args.lr != resumed.meta["args"].get("lr", args.lr):  # --lr given to a resumed run: from now on
