@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from tinyvgg.errors import UsageError
-from tinyvgg.threads import (FIXED_VARIABLE, THREAD_VARIABLES, ThreadChooser, blas_threads, candidate_counts,
-                             usable_cores)
+from tinyvgg.threads import (
+    FIXED_VARIABLE,
+    THREAD_VARIABLES,
+    ThreadChooser,
+    blas_threads,
+    candidate_counts,
+    usable_cores,
+)
 
 
 @pytest.fixture
@@ -125,14 +131,14 @@ def test_the_training_command_says_which_count_it_chose_and_why(unfixed, tmp_pat
     args = [sys.executable, "-m", "tinyvgg.train", "--data", "shapes:88", "--width", "0.0625", "--fc-units", "16",
             "--batch-size", "8", "--epochs", "1", "--quiet", "--precise-bn", "0"]
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES + (FIXED_VARIABLE,)}
-    measured = subprocess.run(args + ["--out", str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    measured = subprocess.run(args + ["--out", str(tmp_path / "a")], env=env, capture_output=True, text=True, check=False)
     assert measured.returncode == 0, measured.stderr
     assert "the fastest measured now (a step: " in measured.stdout
     fixed = subprocess.run(args + ["--out", str(tmp_path / "b"), "--threads", "1"], env=env, capture_output=True,
-                           text=True)
+                           text=True, check=False)
     assert "BLAS threads: 1 of" in fixed.stdout and "as --threads asks" in fixed.stdout
     refused = subprocess.run(args + ["--out", str(tmp_path / "c"), "--threads", "0"], env=env, capture_output=True,
-                             text=True)
+                             text=True, check=False)
     assert refused.returncode != 0 and "--threads must be positive, got 0." in refused.stderr
     assert "Traceback" not in refused.stderr
 

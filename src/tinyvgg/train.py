@@ -36,12 +36,22 @@ from .models import COMMAND_KERNELS, KERNELS, VGG_CONFIGS, build_model
 from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
 from .run_folder import RunFolder, holds_a_run
 from .threads import ThreadChooser, blas_threads
-from .training import (BestCheckpoint, CurvesPlot, EarlyStopping, HistoryWriter, LastCheckpoint, LocalStep, Trainer,
-                       TrainingDiverged, evaluate_model, write_history)
+from .training import (
+    BestCheckpoint,
+    CurvesPlot,
+    EarlyStopping,
+    HistoryWriter,
+    LastCheckpoint,
+    LocalStep,
+    Trainer,
+    TrainingDiverged,
+    evaluate_model,
+    write_history,
+)
 from .training.agreement import agree, broadcast_model, file_digest
 from .training.loop import training_state_problem
-from .training.precise_bn import AGREEMENT
 from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader, prepare_model_for_ranks
+from .training.precise_bn import AGREEMENT
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
 DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
