@@ -9,6 +9,9 @@ with the same weights:
   correction), which removes the start-up bias but not the lag behind moving weights;
 - precise: the statistics recomputed over the training images (precise_bn).
 
+And the disagreement between the running statistics and one batch's, which
+``refresh_batch_norm_statistics`` compares with its threshold (0.1) to skip the precise pass.
+
 It also times the precise pass against the epoch. Run::
 
     python benchmarks/bench_precise_bn.py shapes [EPOCHS]   # 150 shapes (15 a class), 300 validation
@@ -24,7 +27,7 @@ from tinyvgg.data import BatchLoader, Subset, open_dataset
 from tinyvgg.models import build_model
 from tinyvgg.optim import FastSGD, LinearWarmup, ReduceLROnPlateau
 from tinyvgg.training import Trainer, evaluate_model
-from tinyvgg.training.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
+from tinyvgg.training.precise_bn import batch_norm_layers, disagreement, recompute_batch_norm_statistics
 
 
 def track_bias_corrected(layer):
@@ -73,7 +76,7 @@ def main(which="small", epochs=None):
                       warmup=LinearWarmup(optimizer, len(loader)))
     print(f"{spec}: {len(train_set)} training, {len(val_set)} validation images; {len(loader)} steps an epoch")
     print("epoch  train_acc  val_plain  val_corrected  val_precise  train_precise  epoch_s  precise_s(all)  "
-          "precise_s(1024)")
+          "precise_s(1024)  disagreement")
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         trainer.fit(loader, None, epochs=epoch)
@@ -82,6 +85,10 @@ def main(which="small", epochs=None):
         corrected = score_with(model, layers, [(s["mean"] / (1 - 0.9 ** s["t"]), s["var"] / (1 - 0.9 ** s["t"]))
                                                for s in shadows], val_loader)
         saved = [(layer.buffers["running_mean"].copy(), layer.buffers["running_var"].copy()) for layer in layers]
+        first = next(iter(BatchLoader(Subset(train_set, np.random.default_rng(0).permutation(len(train_set))[:64]),
+                                      64, mean, std)))  # the first batch of train.py's precise sample
+        recompute_batch_norm_statistics(model, [first])  # what refresh_batch_norm_statistics compares with
+        off = disagreement(saved, [(layer.buffers["running_mean"], layer.buffers["running_var"]) for layer in layers])
         start = time.perf_counter()
         recompute_batch_norm_statistics(model, BatchLoader(train_set, 64, mean, std))
         precise_all = time.perf_counter() - start
@@ -94,7 +101,8 @@ def main(which="small", epochs=None):
         for layer, (m, v) in zip(layers, saved):  # training goes on from the layers' own averages
             layer.buffers["running_mean"][...], layer.buffers["running_var"][...] = m, v
         print(f"{epoch:5d}  {trainer.history['accuracy'][-1]:9.3f}  {plain:9.3f}  {corrected:13.3f}  "
-              f"{precise:11.3f}  {train_precise:13.3f}  {seconds:7.1f}  {precise_all:14.2f}  {precise_1024:15.2f}",
+              f"{precise:11.3f}  {train_precise:13.3f}  {seconds:7.1f}  {precise_all:14.2f}  {precise_1024:15.2f}  "
+              f"{off:12.3f}",
               flush=True)
 
 

@@ -58,11 +58,12 @@ def test_running_statistics_that_agree_are_kept_and_lagging_ones_recomputed():
     from tinyvgg.training.precise_bn import refresh_batch_norm_statistics
     rng = np.random.default_rng(2)
     model = vgg11(num_classes=3, input_shape=(32, 32, 3), width=1 / 32, fc_units=4, batch_norm=True, seed=0)
-    batches = [(rng.standard_normal((16, 32, 32, 3)).astype(np.float32) * 2 + 1, None) for _ in range(4)]
+    batch = (rng.standard_normal((16, 32, 32, 3)).astype(np.float32) * 2 + 1, None)
+    batches = [batch] * 4  # every batch alike: after one pass the running statistics are exactly the first batch's
     layers = [model[name] for name in model.names if "_bn" in name]
     assert refresh_batch_norm_statistics(model, batches) == 64        # fresh layers (mean 0, var 1): far off
     precise = [{k: v.copy() for k, v in layer.buffers.items()} for layer in layers]
-    assert refresh_batch_norm_statistics(model, batches) == 0         # the same data again: they agree, and stay
+    assert refresh_batch_norm_statistics(model, batches) == 0         # they agree now, and stay as they are
     assert all(np.array_equal(layer.buffers[k], p[k]) for layer, p in zip(layers, precise) for k in p)
     assert refresh_batch_norm_statistics(model, batches, agreement=None) == 64  # several ranks: always the pass
     layers[2].buffers["running_var"] *= 2                              # one layer lags: 35% off in scale
