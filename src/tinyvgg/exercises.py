@@ -12,7 +12,13 @@ must agree with, a loss it must reach)::
 
 An unanswered exercise only prints "Not done yet", so a lesson runs to its end before
 you have done its exercise.
+
+A number a lesson prints and a teacher will ask about goes through :func:`record` as well; the
+teacher's guide (``lessons/teacher/``) states the range every run gives, and CI checks that the
+lessons' own runs fall inside it (``.ci/teacher_guide.py``), so the guide cannot drift.
 """
+import json
+import os
 import sys
 from contextlib import contextmanager
 
@@ -68,6 +74,24 @@ def close(got, expected, what, tol=1e-6):
     denom = np.linalg.norm(got) + np.linalg.norm(expected)
     error = 0.0 if denom == 0 else float(np.linalg.norm(got - expected) / denom)
     assert error < tol, f"{what} is off (relative error {error:.1e})"
+
+
+#: The environment variable naming the file that :func:`record` appends to (CI sets it; a lesson never needs it).
+RECORD_VARIABLE = "TINYVGG_LESSON_RECORD"
+
+
+def record(name, value):
+    """Note ``value``, a number the lesson printed, as ``name`` ("09.best_val_accuracy": the lesson's number,
+    a dot, a name); returns ``value`` unchanged.
+
+    Nothing happens unless the environment variable ``TINYVGG_LESSON_RECORD`` names a file; then one JSON
+    line ``{"name": ..., "value": ...}`` is appended to it, for the check of the teacher's guide.
+    """
+    path = os.environ.get(RECORD_VARIABLE)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"name": name, "value": float(value)}) + "\n")
+    return value
 
 
 @contextmanager
