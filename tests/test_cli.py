@@ -100,7 +100,7 @@ def bad_folders(tmp_path):
     (["--data", "{tmp}/noimages"], ["error:", "cats has no images"]),
     (["--image-size", "30"], ["error:", "divisible by 32"]),
     (["--epochs", "0"], ["error:", "--epochs must be positive"]),
-    (["--optimizer", "rmsprop"], ["invalid choice: 'rmsprop'"]),
+    (["--optimizer", "adagrad"], ["invalid choice: 'adagrad'"]),
     (["--resume", "{tmp}/nothing.npz"], ["error:", "does not exist"]),
     (["--lr", "nan"], ["error:", "--lr must be a finite number, got nan"]),
     (["--lr", "inf"], ["error:", "--lr must be a finite number, got inf"]),

@@ -7,8 +7,9 @@ place from the gradients of the last backward pass::
     ... model.backward(dout) ...
     opt.step(model.named_grads())
 
-Its state (momentum buffers, Adam moments) is keyed by the same names, so it
-can be saved with a checkpoint and restored into a freshly built model.
+Its state (momentum buffers, RMSProp's mean squares, Adam moments) is keyed by the
+same names, so it can be saved with a checkpoint and restored into a freshly built
+model. Lesson 17 derives the update rules and compares them.
 
 Beside the optimizers: the learning-rate schedules (:class:`LinearWarmup` at the
 start of training, :class:`ReduceLROnPlateau` and :class:`StepLR` after each
@@ -138,6 +139,8 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def _update(self, p, g, state):
+        # [part adam] hint: both moments in place, then the step with both bias corrections (t = self.iterations)
+        ### BEGIN SOLUTION
         m, s = state
         xp = get_array_module(p)
         m *= self.beta1
@@ -147,6 +150,38 @@ class Adam(Optimizer):
         t = self.iterations
         step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)  # bias corrections folded in
         p -= step * m / (xp.sqrt(s) + self.eps)
+        ### END SOLUTION
+
+
+class RMSProp(Optimizer):
+    """RMSProp (Hinton, 2012, "Neural networks for machine learning", lecture 6e): each coordinate's step
+    divided by the root of a running mean of its squared gradients.
+
+        s <- rho s + (1 - rho) g^2          w <- w - lr * g / (sqrt(s) + eps)
+
+    A coordinate whose gradients are large takes smaller steps, one whose gradients are small takes larger
+    ones: the step no longer depends on the gradient's scale. No bias correction (as in Keras and PyTorch):
+    ``s`` starts at 0. weight_decay is the L2 term added to g, so it is divided by ``sqrt(s)`` too.
+    """
+
+    name = "RMSProp"
+    slots = ("s",)
+
+    def __init__(self, params, lr=0.001, rho=0.9, eps=1e-7, weight_decay=0.0, decay_biases=False):
+        super().__init__(params, lr, weight_decay, decay_biases)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho}.")
+        self.rho, self.eps = float(rho), float(eps)
+
+    def _update(self, p, g, state):
+        # [part rmsprop] hint: the running mean of g^2 in place, then a step of lr * g divided by its root
+        ### BEGIN SOLUTION
+        (s,) = state
+        xp = get_array_module(p)
+        s *= self.rho
+        s += (1 - self.rho) * g * g       # s <- rho s + (1 - rho) g^2
+        p -= self.lr * g / (xp.sqrt(s) + self.eps)
+        ### END SOLUTION
 
 
 class BlockedUpdates:
@@ -176,6 +211,10 @@ class FastSGD(BlockedUpdates, SGD):
 
 class FastAdam(BlockedUpdates, Adam):
     """:class:`Adam` updated block by block on the CPU (:class:`BlockedUpdates`)."""
+
+
+class FastRMSProp(BlockedUpdates, RMSProp):
+    """:class:`RMSProp` updated block by block on the CPU (:class:`BlockedUpdates`)."""
 
 
 class LinearWarmup:

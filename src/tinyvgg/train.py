@@ -33,7 +33,7 @@ from . import backend, checkpoint, cli, memory
 from .data import BUILT_IN, BatchLoader, DataError, Subset, absolute_spec, open_dataset
 from .data.fingerprint import fingerprint
 from .models import COMMAND_KERNELS, KERNELS, VGG_CONFIGS, build_model
-from .optim import SGD, Adam, FastAdam, FastSGD, LinearWarmup, ReduceLROnPlateau
+from .optim import SGD, Adam, FastAdam, FastRMSProp, FastSGD, LinearWarmup, ReduceLROnPlateau, RMSProp
 from .run_folder import RunFolder, holds_a_run
 from .threads import ThreadChooser, blas_threads
 from .training import (
@@ -54,7 +54,7 @@ from .training.parallel import DataParallelStep, ShardedBatchLoader, ShardLoader
 from .training.precise_bn import AGREEMENT
 from .training.world import DEFAULT_TIMEOUT, World, connect, ends_every_rank_on_failure
 
-DEFAULT_LR = {"sgd": 0.02, "adam": 0.001}
+DEFAULT_LR = {"sgd": 0.02, "adam": 0.001, "rmsprop": 0.001}
 #: --head-init's choices: the initializers of the dense head, as models.vgg's head_init and logits_init
 #: ("he": He for fc1 and fc2, the logits at zero; "small": N(0, 0.01) for all three, as torchvision's VGG)
 HEAD_INITS = {"he": {"logits_init": "zeros"}, "small": {"head_init": "small_normal"}}
@@ -95,7 +95,7 @@ def parse_args(argv=None, defaults=True):
                         "own number, or a larger one to extend it)")
     p.add_argument("--batch-size", type=int, default=64, help="images per training step")
     p.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd", help="the update rule")
-    p.add_argument("--lr", type=float, help="learning rate (default: 0.02 for sgd, 0.001 for adam)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 0.02 for sgd, 0.001 for adam and rmsprop)")
     p.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
                    help="raise the learning rate linearly from a tenth of --lr over this many epochs (0: off)")
     p.add_argument("--clip-norm", type=float,
@@ -224,6 +224,8 @@ def make_optimizer(args, params):
     fast = args.kernels == "fast"
     if args.optimizer == "adam":
         return (FastAdam if fast else Adam)(params, lr=args.lr, weight_decay=args.weight_decay)
+    if args.optimizer == "rmsprop":
+        return (FastRMSProp if fast else RMSProp)(params, lr=args.lr, weight_decay=args.weight_decay)
     return (FastSGD if fast else SGD)(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
