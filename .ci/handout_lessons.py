@@ -32,7 +32,8 @@ from tinyvgg.classroom import handout
 # the parts each lesson introduces (lessons/README.md, "In the student version")
 LESSON_PARTS = [("01", []), ("02", ["dense"]), ("03", ["softmax"]), ("04", ["relu", "dropout"]),
                 ("05", ["conv", "im2col"]), ("06", ["pool"]), ("07", ["sgd"]), ("08", []), ("09", []),
-                ("10", ["batchnorm"]), ("11", []), ("12", []), ("13", []), ("14", []), ("15", []), ("16", [])]
+                ("10", ["batchnorm"]), ("11", []), ("12", []), ("13", []), ("14", []), ("15", []), ("16", []),
+                ("17", ["rmsprop", "adam"]), ("18", []), ("19", ["leaky"]), ("20", ["strided", "global_average"]), ("21", ["top_k"]), ("22", ["residual"])]
 assert sorted(p for _, parts in LESSON_PARTS for p in parts) == sorted(handout.PARTS)
 BLANK = re.compile(r'raise NotImplementedError\("part (\w+)"\)')
 YOUR_TURN = re.compile(r"^# Your turn: part (\w+)")

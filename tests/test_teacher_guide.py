@@ -49,3 +49,9 @@ def test_the_range_check_names_a_value_outside_an_unknown_name_and_a_missing_row
     assert "`09.loss`" in problems[2] and "recorded no value" in problems[2]
     records.write_text('{"name": "09.acc", "value": 0.9}\n{"name": "09.loss", "value": 0.1}\n')
     assert teacher_guide.out_of_range(records, repo=tmp_path) == []
+
+
+def test_the_student_version_carries_no_teachers_guide(tmp_path):
+    from tinyvgg.classroom import handout
+    handout.make(str(tmp_path / "student"), ["relu"])
+    assert not list((tmp_path / "student").rglob("teacher*")), "the answers would reach the students"

@@ -61,7 +61,8 @@ def build_graph(model, mean, std, name="tinyvgg"):
             K = layer.kernel_size
             x = node("Conv", [x, constant(f"{layer_name}.W", p["W"].transpose(3, 2, 0, 1)),  # HWIO -> OIHW
                               constant(f"{layer_name}.b", p["b"])], layer_name,
-                     kernel_shape=[K, K], pads=[layer.pad] * 4, strides=[1, 1])
+                     kernel_shape=[K, K], pads=[layer.pad] * 4, strides=[layer.stride] * 2,
+                     dilations=[layer.dilation] * 2)
         elif isinstance(layer, BatchNorm2D):
             b = {k: np.asarray(v) for k, v in layer.buffers.items()}
             x = node("BatchNormalization", [x, constant(f"{layer_name}.gamma", p["gamma"]),

@@ -263,7 +263,14 @@ def column_bytes(x):
 
 class FastConv2D(Conv2D):
     """:class:`~tinyvgg.layers.Conv2D` through :func:`conv_forward` and :func:`conv_backward`.
-    Same parameters and cache (the input x)."""
+    Same parameters and cache (the input x). Stride 1 and dilation 1 only, VGG's (its blocks and its
+    transposed convolution assume them); the reference Conv2D runs the others."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.stride != 1 or self.dilation != 1:
+            raise ValueError(f"FastConv2D runs stride 1 and dilation 1 only (VGG's), got stride={self.stride} and "
+                             f"dilation={self.dilation}; use tinyvgg.layers.Conv2D (kernels='reference') for those.")
 
     def forward(self, x, train=False):
         _check_input(self, x, 4, self.in_channels, "(N, H, W, C)")

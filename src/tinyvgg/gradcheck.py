@@ -33,7 +33,10 @@ DEFAULT_TOL = 1e-6
 
 
 class GradientCheckError(AssertionError):
-    """An analytic gradient disagrees with its numerical estimate."""
+    """An analytic gradient disagrees with its numerical estimate. ``errors``: the relative error of each
+    gradient that failed, ``{name: error}`` (empty for a random-direction check, whose message gives it)."""
+
+    errors = {}
 
 
 def relative_error(analytic, numeric):
@@ -88,7 +91,9 @@ def _raise_if_failed(errors, analytic, numeric, tol, what):
             lines += [f"  {name}: relative error {err:.3e}",
                       f"    analytic  {_preview(analytic[name])}",
                       f"    numerical {_preview(numeric[name])}"]
-        raise GradientCheckError("\n".join(lines))
+        error = GradientCheckError("\n".join(lines))
+        error.errors = failed
+        raise error
 
 
 def check_layer(layer, x, *, eps=DEFAULT_EPS, tol=DEFAULT_TOL, seed=0):
@@ -218,7 +223,8 @@ def check_model(layers, loss_layer, x, labels, **kwargs):
 
 def _demo_layers(rng):
     """One small float64 instance of every layer, with an input that avoids kinks and ties."""
-    from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+    from .layers import GlobalAveragePool2D
+    from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU
     f64 = np.float64
     away_from_zero = rng.uniform(0.1, 1.0, (2, 4, 4, 3)) * rng.choice([-1.0, 1.0], (2, 4, 4, 3))
     dropout = Dropout(0.5, rng=rng)
@@ -230,8 +236,11 @@ def _demo_layers(rng):
         (MaxPool2D(), rng.permutation(2 * 5 * 5 * 3).reshape(2, 5, 5, 3) / 10.0),  # distinct: no ties
         (Dense(6, 4, rng=rng, dtype=f64), rng.standard_normal((3, 6))),
         (ReLU(), away_from_zero),
+        (LeakyReLU(0.1), away_from_zero),
         (dropout, rng.standard_normal((2, 6))),
         (Flatten(), rng.standard_normal((2, 2, 2, 3))),
+        (Conv2D(3, 2, kernel_size=3, rng=rng, dtype=f64, stride=2, dilation=2), rng.standard_normal((2, 7, 6, 3))),
+        (GlobalAveragePool2D(), rng.standard_normal((2, 3, 4, 3))),
     ]
 
 

@@ -88,9 +88,13 @@ def _check_input(layer, x, ndim, channels, what):
 
 
 class Conv2D(Layer):
-    """KxK convolution, stride 1, "same" zero padding: out = im2col(x) @ W + b.
+    """KxK convolution, "same" zero padding by default: out = im2col(x) @ W + b.
 
     x: (N, H, W, C_in) -> out: (N, Ho, Wo, C_out); W: (K, K, C_in, C_out); b: (C_out,).
+    ``stride`` s and ``dilation`` d (keywords, 1 in VGG; lesson 20): the window moves s pixels at
+    a time and its taps sit d pixels apart, Ho = floor((H + 2p - d*(K-1) - 1) / s) + 1. "same"
+    padding is d*(K-1)/2: the size kept at stride 1, ceil(H / s) at stride s (the stride-1 output
+    at every s-th row and column).
     Backward: the dense layer's rules applied to the columns, dW = cols.T @ dout,
     dcols = dout @ W.T, and col2im adds each column's gradient back where it came from.
 
@@ -102,11 +106,15 @@ class Conv2D(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same",
-                 init="he_normal", rng=None, dtype=np.float32):
+                 init="he_normal", rng=None, dtype=np.float32, *, stride=1, dilation=1):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding = kernel_size, padding
-        self.pad = resolve_padding(kernel_size, padding)
+        for name, value in (("stride", stride), ("dilation", dilation)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Conv2D's {name} must be a positive integer (1 in VGG), got {value!r}.")
+        self.stride, self.dilation = stride, dilation
+        self.pad = resolve_padding(kernel_size, padding, dilation)
         rng = np.random.default_rng() if rng is None else rng
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.params = {
@@ -116,11 +124,14 @@ class Conv2D(Layer):
 
     def __repr__(self):
         K = self.kernel_size
+        steps = "".join(f", {name}={value}" for name, value in (("stride", self.stride), ("dilation", self.dilation))
+                        if value != 1)
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={K}, " \
-               f"padding={self.padding!r})"
+               f"padding={self.padding!r}{steps})"
 
     def output_shape(self, input_shape):
-        Ho, Wo = output_hw((1, *input_shape), self.kernel_size, self.pad)  # a clear error if K does not fit
+        Ho, Wo = output_hw((1, *input_shape), self.kernel_size, self.pad,  # a clear error if K does not fit
+                           self.stride, self.dilation)
         return Ho, Wo, self.out_channels
 
     def multiply_adds(self, input_shape):
@@ -135,6 +146,14 @@ class Conv2D(Layer):
         step = max(1, IM2COL_MAX_BYTES // bytes_per_image)
         return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
+    def _columns(self, x):
+        """im2col with this layer's geometry (kernel, padding, stride, dilation): (n, H, W, C) -> (n*Ho*Wo, K*K*C)."""
+        return im2col(x, self.kernel_size, self.pad, self.stride, self.dilation)
+
+    def _image(self, dcols, x_shape):
+        """col2im with this layer's geometry: the columns' gradient (n*Ho*Wo, K*K*C) -> (n, H, W, C)."""
+        return col2im(dcols, x_shape, self.kernel_size, self.pad, self.stride, self.dilation)
+
     def forward(self, x, train=False):
         _check_input(self, x, 4, self.in_channels, "(N, H, W, C)")
         xp = get_array_module(x)
@@ -142,12 +161,13 @@ class Conv2D(Layer):
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
         Ho, Wo, _ = self.output_shape(x.shape[1:])
         self.cache = x if train else None
-        # [part conv] hint: per chunk of the batch, the columns of x times the kernel as a matrix, plus b
+        # [part conv] hint: per chunk of the batch, the columns of x (self._columns) times the kernel as a
+        # matrix, plus b
         ### BEGIN SOLUTION
         W2 = self.params["W"].reshape(K * K * C, F)        # (KH, KW, C, F) -> (KH*KW*C, F)
         out = xp.empty((N, Ho, Wo, F), dtype=x.dtype)
         for chunk in self._chunks(x):
-            cols = im2col(x[chunk], K, self.pad)            # (n*Ho*Wo, KH*KW*C)
+            cols = self._columns(x[chunk])                  # (n*Ho*Wo, KH*KW*C)
             out_2d = cols @ W2 + self.params["b"]           # (n*Ho*Wo, KH*KW*C) @ (KH*KW*C, F) -> (n*Ho*Wo, F)
             out[chunk] = out_2d.reshape(-1, Ho, Wo, F)      # (n*Ho*Wo, F) -> (n, Ho, Wo, F)
         return out
@@ -158,19 +178,19 @@ class Conv2D(Layer):
         x = self.cache
         xp = get_array_module(dout)
         K, C, F = self.kernel_size, self.in_channels, self.out_channels
-        # [part conv] hint: treat the columns of each chunk as a dense layer's input; col2im takes
-        # the columns' gradient back to the image
+        # [part conv] hint: treat the columns of each chunk as a dense layer's input; col2im
+        # (self._image) takes the columns' gradient back to the image
         ### BEGIN SOLUTION
         W2 = self.params["W"].reshape(K * K * C, F)        # (KH, KW, C, F) -> (KH*KW*C, F)
         dW2 = xp.zeros_like(W2)
         dx = xp.empty_like(x) if self.input_grad else None
         for chunk in self._chunks(x):
-            cols = im2col(x[chunk], K, self.pad)            # (n*Ho*Wo, KH*KW*C)
+            cols = self._columns(x[chunk])                  # (n*Ho*Wo, KH*KW*C)
             dout_2d = dout[chunk].reshape(-1, F)            # (n, Ho, Wo, F) -> (n*Ho*Wo, F)
             dW2 += cols.T @ dout_2d                         # (KH*KW*C, n*Ho*Wo) @ (n*Ho*Wo, F) -> (KH*KW*C, F)
             if self.input_grad:
                 dcols = dout_2d @ W2.T                      # (n*Ho*Wo, F) @ (F, KH*KW*C) -> (n*Ho*Wo, KH*KW*C)
-                dx[chunk] = col2im(dcols, x[chunk].shape, K, self.pad)
+                dx[chunk] = self._image(dcols, x[chunk].shape)
         self.grads = {"W": dW2.reshape(self.params["W"].shape),  # (KH*KW*C, F) -> (KH, KW, C, F)
                       "b": dout.sum(axis=(0, 1, 2))}
         return dx
@@ -316,6 +336,41 @@ class MaxPool2D(Layer):
         ### END SOLUTION
 
 
+class GlobalAveragePool2D(Layer):
+    """Global average pooling (Lin et al., "Network in Network", 2013): each channel's mean over the image.
+
+    x: (N, H, W, C) -> out: (N, C), out[n, c] = sum over h, w of x[n, h, w, c] / (H*W).
+    Each pixel counts 1/(H*W) in its channel's mean, so backward spreads every gradient evenly:
+    dx[n, h, w, c] = dout[n, c] / (H*W). No parameters, and any H and W: a head of this layer
+    and one Dense layer replaces Flatten and VGG's dense layers (lesson 20).
+    """
+
+    def output_shape(self, input_shape):
+        H, W, C = input_shape
+        return (C,)
+
+    def forward(self, x, train=False):
+        if x.ndim != 4:
+            raise ValueError(f"GlobalAveragePool2D expects input of shape (N, H, W, C), got {tuple(x.shape)}.")
+        # [part global_average] hint: one number per image and channel, the channel's mean over all its pixels;
+        # when training keep only what backward needs (it is not x itself)
+        ### BEGIN SOLUTION
+        self.cache = x.shape if train else None
+        return x.mean(axis=(1, 2))                            # (N, H, W, C) -> (N, C)
+        ### END SOLUTION
+
+    def backward(self, dout):
+        # [part global_average] hint: how much did each pixel count in its channel's mean? (a new array, the input's
+        # shape)
+        ### BEGIN SOLUTION
+        xp = get_array_module(dout)
+        N, H, W, C = self.cache
+        dx = xp.empty((N, H, W, C), dtype=dout.dtype)
+        dx[...] = (dout / (H * W))[:, None, None, :]          # (N, C) -> (N, 1, 1, C), the same at every pixel
+        return dx
+        ### END SOLUTION
+
+
 class Dense(Layer):
     """Fully connected layer: out = x @ W + b.
 
@@ -377,6 +432,41 @@ class ReLU(Layer):
         # [part relu] hint: where did the forward pass let x through?
         ### BEGIN SOLUTION
         return dout * (self.cache > 0)
+        ### END SOLUTION
+
+
+class LeakyReLU(Layer):
+    """out = x where x > 0, alpha * x elsewhere (Maas et al., 2013); the gradient is 1 or alpha.
+
+    x: any shape -> out: the same shape. A ReLU whose negative side keeps a small slope, so a unit
+    that is negative for every input still passes ``alpha`` times its gradient back and can recover
+    (lesson 19). ``alpha=0`` is :class:`ReLU`.
+    """
+
+    def __init__(self, alpha=0.01):
+        super().__init__()
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"LeakyReLU alpha must be in [0, 1), got {alpha!r}.")
+        self.alpha = float(alpha)  # a Python float: alpha * x keeps x's dtype (a NumPy float64 would not)
+
+    def __repr__(self):
+        return f"LeakyReLU(alpha={self.alpha})"
+
+    def forward(self, x, train=False):
+        # [part leaky] hint: ReLU's forward with a slope alpha on the negative side; when training, keep
+        # only which side each x was on
+        ### BEGIN SOLUTION
+        xp = get_array_module(x)
+        positive = x > 0                                 # bool, the shape of x: 1 byte per value
+        self.cache = positive if train else None
+        return xp.where(positive, x, self.alpha * x)     # a Python float times x keeps x's dtype
+        ### END SOLUTION
+
+    def backward(self, dout):
+        # [part leaky] hint: the slope on each side of the kink, times dout (a new array: dout stays as it was)
+        ### BEGIN SOLUTION
+        xp = get_array_module(dout)
+        return xp.where(self.cache, dout, self.alpha * dout)
         ### END SOLUTION
 
 

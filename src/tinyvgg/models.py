@@ -22,7 +22,7 @@ import numpy as np
 
 from . import fastconv
 from .backend import get_array_module
-from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU
 
 #: Which classes :func:`vgg` builds: the reference layers a student reads and writes, or their fast
 #: subclasses (:mod:`tinyvgg.fastconv`), which compute the same numbers faster.
@@ -168,6 +168,76 @@ class Sequential:
                   f"Activation memory (forward outputs, batch {batch_size}, float32): {_human_bytes(total_bytes)}",
                   f"Multiply-adds per example (forward): {_human_count(total_macs)}", rule]
         return "\n".join(lines)
+
+
+class Residual(Layer):
+    """A residual block (He et al., 2016): out = x + F(x), with F a stack of layers.
+
+    layers: ``(name, layer)`` pairs, as :class:`Sequential` takes them; F (``self.body``, a Sequential)
+    must give an output of its input's shape, since the two are added. x: (N, ...) -> out: the same shape.
+
+    Backward: x reaches the output along two paths, the identity and F, so (lesson 7's fan-out rule)
+    dx = dout + F.backward(dout), and F's own backward pass fills its layers' gradients. Through a stack
+    of such blocks the gradient always has the path on which every Jacobian is the identity (lesson 22).
+
+    The block's ``params``, ``grads`` and ``buffers`` are its layers', keyed ``"conv1.W"``...: in a
+    Sequential, a block named ``res1`` contributes ``res1.conv1.W``, so optimizers, checkpoints and
+    ``summary()`` see every weight. A block is frozen (``trainable``) as a whole. The tools that look at
+    a model's layers one by one (precise batch-norm statistics, the data-parallel dropout draws, ONNX
+    export) do not look inside a block; tinyvgg's VGG models use none.
+    """
+
+    def __init__(self, layers):
+        # no Layer.__init__: params, grads and buffers are the body's, read through the properties below
+        self.body = Sequential(layers)
+        self.cache = None
+        self.trainable = True
+        self.input_grad = True  # dx is dout plus F's share: computed always
+
+    params = property(lambda self: self.body.named_params(), doc="F's parameters, ``{'conv1.W': array}``.")
+    grads = property(lambda self: self.body.named_grads(), doc="F's gradients from the last backward pass.")
+    buffers = property(lambda self: self.body.named_buffers(), doc="F's buffers (batch-norm statistics).")
+
+    def __repr__(self):
+        return f"Residual({', '.join(self.body.names)})"
+
+    def forward(self, x, train=False):
+        """out = x + F(x); with train=True F's layers cache what their backward passes need."""
+        self.output_shape(x.shape[1:])  # a sentence, not a broadcast, when F changes the shape
+        # [part residual] hint: F is self.body, a Sequential: run it on x, then add what skipped it
+        ### BEGIN SOLUTION
+        return x + self.body.forward(x, train=train)
+        ### END SOLUTION
+
+    def backward(self, dout):
+        """dL/dx = dout (the identity path) + F's backward pass of dout (which fills F's gradients)."""
+        # [part residual] hint: x fed two paths; each sends back its share of dout (lesson 7's fan-out)
+        ### BEGIN SOLUTION
+        return dout + self.body.backward(dout)
+        ### END SOLUTION
+
+    def hold_randomness(self, hold=True):
+        self.body.hold_randomness(hold)
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.body.layers:
+            shape = layer.output_shape(shape)
+        if shape != tuple(input_shape):
+            raise ValueError(f"a residual block's F must keep its input's shape {tuple(input_shape)}, "
+                             f"but it gives {shape}; check the layer sizes.")
+        return shape
+
+    def multiply_adds(self, input_shape):
+        total, shape = 0, tuple(input_shape)
+        for layer in self.body.layers:
+            total, shape = total + layer.multiply_adds(shape), layer.output_shape(shape)
+        return total  # the addition is not a multiply-add
+
+    def to(self, backend):
+        self.body.to(backend)
+        self.cache = None
+        return self
 
 
 def _human_bytes(n):

@@ -14,9 +14,10 @@ import numpy as np
 from . import feedback, naive
 from .runner import compare
 
-#: Points per part (100 in all).
+#: Points per part (their sum is what a submission with every part can earn).
 PARTS = {"im2col": 10, "conv": 20, "pool": 10, "dense": 10, "relu": 5, "dropout": 10, "softmax": 10, "sgd": 10,
-         "batchnorm": 15}
+         "batchnorm": 15, "leaky": 5,
+         "strided": 10, "global_average": 5, "rmsprop": 5, "adam": 10, "top_k": 5, "residual": 10}
 TOL = 1e-6
 
 
@@ -250,8 +251,177 @@ def _batchnorm(task, rng):
     task.check(7, "BatchNorm2D backward gives dx, dgamma and dbeta", case, expected)
 
 
+def _leaky_relu(task, rng):
+    alpha = round(float(rng.uniform(0.05, 0.5)), 3)       # drawn: a slope written into the code as 0.01 fails
+    x = rng.standard_normal((3, 7))
+    case = task.case("forward", "leaky_relu_forward", {"x": x}, alpha=alpha)
+    task.check(2, f"LeakyReLU({alpha}) forward: x where x > 0, alpha * x elsewhere", case,
+               {"out": np.where(x > 0, x, alpha * x)}, tol=1e-12)
+    x = rng.uniform(0.1, 1, (3, 5)) * rng.choice([-1.0, 1.0], (3, 5))   # away from the kink
+    dout = rng.standard_normal((3, 5))
+    case = task.case("backward", "leaky_relu_backward", {"x": x, "dout": dout}, alpha=alpha)
+    task.check(3, f"LeakyReLU({alpha}) backward: dout where x > 0, alpha * dout elsewhere", case,
+               {"dx": np.where(x > 0, dout, alpha * dout)}, tol=1e-12)
+
+
+def _strided(task, rng):
+    for K, padding, pad, stride, dilation, points in ((3, "same", 1, 2, 1, 3), (3, "same", 2, 1, 2, 2),
+                                                      (2, 1, 1, 3, 2, 1)):
+        x = rng.standard_normal((2, 7, 6, 3))
+        case = task.case(f"im2col_K{K}_s{stride}_d{dilation}", "im2col_strided", {"x": x}, K=K, padding=padding,
+                         stride=stride, dilation=dilation)
+        task.check(points, f"im2col_strided copies every patch (K={K}, padding={padding!r}, stride={stride}, "
+                           f"dilation={dilation})", case, {"cols": naive.im2col(x, K, pad, stride, dilation)},
+                   tol=1e-12)
+    for K, pad, stride, dilation in ((3, 1, 2, 2), (2, 0, 3, 1)):   # the second reads some pixels never: dx 0 there
+        x_shape = (2, 7, 8, 2)
+        rows = 2 * naive.output_size(7, K, pad, stride, dilation) * naive.output_size(8, K, pad, stride, dilation)
+        cols = rng.standard_normal((rows, K * K * 2))
+        case = task.case(f"col2im_K{K}_s{stride}_d{dilation}", "col2im_strided", {"cols": cols}, x_shape=x_shape,
+                         K=K, padding=pad, stride=stride, dilation=dilation)
+        task.check(2, f"col2im_strided adds every entry back where it came from (K={K}, stride={stride}, "
+                      f"dilation={dilation})", case, {"dx": naive.col2im(cols, x_shape, K, pad, stride, dilation)},
+                   tol=1e-12)
+
+
+def _global_pool(task, rng):
+    x = rng.standard_normal((3, 4, 5, 2))
+    means = np.array([[sum(x[n, h, w, c] for h in range(4) for w in range(5)) / 20 for c in range(2)]
+                      for n in range(3)])
+    case = task.case("forward", "global_pool_forward", {"x": x})
+    task.check(2, "GlobalAveragePool2D forward: each channel's mean over H and W", case, {"out": means}, tol=1e-12)
+    x, dout = rng.standard_normal((2, 3, 6, 4)), rng.standard_normal((2, 4))
+    dx = np.zeros_like(x)
+    for n, h, w, c in np.ndindex(*x.shape):
+        dx[n, h, w, c] = dout[n, c] / (3 * 6)     # each pixel counts 1/(H*W) in its channel's mean
+    case = task.case("backward", "global_pool_backward", {"x": x, "dout": dout})
+    task.check(3, "GlobalAveragePool2D backward spreads dout / (H*W) over every pixel", case, {"dx": dx}, tol=1e-12)
+
+
+def rmsprop_reference(w, grads, lr, rho, eps, weight_decay):
+    """w after one RMSProp step per gradient (Hinton's lecture 6e, no bias correction), in float64."""
+    s = np.zeros_like(w)
+    for g in grads:
+        g = g + weight_decay * w                       # the L2 term joins the gradient
+        s = rho * s + (1 - rho) * g ** 2
+        w = w - lr * g / (np.sqrt(s) + eps)
+    return w
+
+
+def adam_reference(w, grads, lr, beta1, beta2, eps, weight_decay):
+    """w after one Adam step per gradient (Kingma & Ba, 2015, Algorithm 1, with the L2 term), in float64."""
+    m, s = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        g = g + weight_decay * w
+        m = beta1 * m + (1 - beta1) * g
+        s = beta2 * s + (1 - beta2) * g ** 2
+        m_hat, s_hat = m / (1 - beta1 ** t), s / (1 - beta2 ** t)     # the bias corrections
+        w = w - lr * m_hat / (np.sqrt(s_hat) + eps)
+    return w
+
+
+def _away_from_zero(rng, shape):
+    """Entries of either sign with sizes in [0.5, 2]. Where every gradient of a coordinate is tiny, eps decides
+    its step, and then where eps goes (Algorithm 1's eps, or its "eps hat" with the corrections folded into
+    the rate, as optim.Adam does) would count; away from 0 the two agree to 1e-7."""
+    return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
+
+
+def _scaled_gradient(rng, steps):
+    """The same gradient ``steps`` times, its rows scaled by 1e-3, 1 and 1e3 (entries kept away from 0): a
+    per-coordinate method must step alike in every row."""
+    g = _away_from_zero(rng, (3, 4)) * np.array([[1e-3], [1.0], [1e3]])
+    return np.stack([g] * steps)
+
+
+def _rmsprop(task, rng):
+    w0, grads = 0.01 * rng.standard_normal((3, 4)), _away_from_zero(rng, (3, 3, 4))  # w and the steps alike in size
+    settings = dict(lr=0.01, rho=0.8, eps=1e-8, weight_decay=0.1)
+    case = task.case("three_steps", "rmsprop", {"w": w0, "grads": grads}, **settings)
+    task.check(3, "three RMSProp steps with weight decay (rho=0.8) follow the formula", case,
+               {"w": rmsprop_reference(w0, grads, **settings)})
+    w0, grads = 0.01 * rng.standard_normal((3, 4)), _scaled_gradient(rng, 2)
+    settings = dict(lr=0.01, rho=0.9, eps=1e-8, weight_decay=0.0)  # eps inside the root would show in row 1
+    case = task.case("scales", "rmsprop", {"w": w0, "grads": grads}, **settings)
+    task.check(2, "RMSProp's step does not depend on the gradient's scale (rows scaled by 1e-3, 1, 1e3)", case,
+               {"w": rmsprop_reference(w0, grads, **settings)})
+
+
+def _adam(task, rng):
+    w0, grads = 0.01 * rng.standard_normal((3, 4)), _away_from_zero(rng, (3, 3, 4))
+    settings = dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-8, weight_decay=0.1)
+    case = task.case("three_steps", "adam", {"w": w0, "grads": grads}, **settings)
+    task.check(6, "three Adam steps with weight decay (beta1=0.8, beta2=0.95) follow the formula", case,
+               {"w": adam_reference(w0, grads, **settings)})
+    w0, grads = 0.01 * rng.standard_normal((3, 4)), _scaled_gradient(rng, 2)
+    settings = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-12, weight_decay=0.0)
+    case = task.case("bias_correction", "adam", {"w": w0, "grads": grads}, **settings)
+    task.check(4, "with bias correction Adam's first steps have size lr, whatever the gradient's scale", case,
+               {"w": adam_reference(w0, grads, **settings)})
+
+
+def top_k_reference(scores, labels, k):
+    """Top-k accuracy by a loop: an example is right when fewer than k other classes score at least as high."""
+    right = 0
+    for row, label in zip(scores, labels):
+        rivals = sum(1 for j in range(len(row)) if j != label and row[j] >= row[label])
+        right += rivals < k
+    return right / len(labels)
+
+
+def _top_k(task, rng):
+    scores, labels = rng.standard_normal((30, 10)), rng.integers(0, 10, 30)
+    for k, points in ((1, 1), (3, 2)):
+        case = task.case(f"k{k}", "top_k", {"scores": scores, "labels": labels}, k=k)
+        task.check(points, f"top-{k} accuracy of random scores", case,
+                   {"accuracy": top_k_reference(scores, labels, k)}, tol=1e-12)
+    scores, labels = rng.integers(0, 3, (30, 6)).astype(np.float64), rng.integers(0, 6, 30)  # many ties
+    case = task.case("ties", "top_k", {"scores": scores, "labels": labels}, k=2)
+    task.check(2, "top-2 accuracy with tied scores (a tie counts against the true class)", case,
+               {"accuracy": top_k_reference(scores, labels, 2)}, tol=1e-12)
+
+
+def residual_reference(x, s1, c1, s2, c2, dout, nested):
+    """out, dx and the inner gradients of the residual block of the runner's fixed stack, by hand (float64).
+
+    F(x) = s2 * roll(tanh(s1 * x + c1)) + c2 (roll: each feature moves one place along the last axis),
+    out = x + F(x). ``nested``: the first three layers sit in an inner block of their own, so
+    out = x + s2 * (x + roll(tanh(s1 * x + c1))) + c2.
+    """
+    h = np.tanh(s1 * x + c1)
+    y = (x if nested else 0) + np.roll(h, 1, axis=-1)
+    out = x + s2 * y + c2
+    dy = dout * s2
+    du = np.roll(dy, -1, axis=-1) * (1 - h ** 2)                # back through the roll and the tanh
+    dx = dout + (dy if nested else 0) + du * s1
+    grads = {"ds1": (du * x).sum(axis=0), "dc1": du.sum(axis=0), "ds2": (dout * y).sum(axis=0),
+             "dc2": dout.sum(axis=0)}
+    return out, dx, grads
+
+
+def _residual(task, rng):
+    def inputs(N=4, D=5):
+        return {"x": rng.standard_normal((N, D)), "s1": rng.uniform(0.5, 1.5, D) * rng.choice([-1.0, 1.0], D),
+                "c1": rng.standard_normal(D), "s2": rng.uniform(0.5, 1.5, D), "c2": rng.standard_normal(D),
+                "dout": rng.standard_normal((N, D))}
+    a = inputs()
+    out, _, _ = residual_reference(**a, nested=False)
+    case = task.case("forward", "residual_forward", a)
+    task.check(3, "Residual forward: x + F(x), F the grader's fixed stack", case, {"out": out})
+    a = inputs()
+    _, dx, grads = residual_reference(**a, nested=False)
+    case = task.case("backward", "residual_backward", a)
+    task.check(5, "Residual backward: dx = dout + F's share, and F's gradients", case, {"dx": dx, **grads})
+    a = inputs()
+    _, dx, grads = residual_reference(**a, nested=True)
+    case = task.case("nested", "residual_backward", a, nested=True)
+    task.check(2, "a Residual inside a Residual: dx and the gradients of both", case, {"dx": dx, **grads})
+
+
 BUILDERS = {"im2col": _im2col, "conv": _conv, "pool": _pool, "dense": _dense, "relu": _relu, "dropout": _dropout,
-            "softmax": _softmax, "sgd": _sgd, "batchnorm": _batchnorm}
+            "softmax": _softmax, "sgd": _sgd, "batchnorm": _batchnorm, "leaky": _leaky_relu,
+            "strided": _strided, "global_average": _global_pool, "rmsprop": _rmsprop, "adam": _adam,
+            "top_k": _top_k, "residual": _residual}
 
 
 def make_task(part, seed):

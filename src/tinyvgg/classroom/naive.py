@@ -5,50 +5,72 @@ the oracle the fast im2col/matmul kernels are tested against, as the grader's
 references, and as the starting point of the convolution lesson (and its timing
 comparison). NumPy only, and nothing else imported: the grader copies this file
 as it is. Shapes as in :mod:`tinyvgg.layers` (NHWC, HWIO weights); ``pad`` is the
-number of zero rows and columns on each side.
+number of zero rows and columns on each side, ``stride`` the step between windows and
+``dilation`` the step between a window's taps (both 1 in VGG).
 """
 import numpy as np
 
 
-def im2col(x, K, pad):
-    """cols[(n, h, w), (i, j, c)] = x_pad[n, h+i, w+j, c]: one row per output pixel, one patch per row."""
+def output_size(size, K, pad, stride=1, dilation=1):
+    """The number of window positions along one axis, counted one by one: the window of output o
+    reads pixels stride*o + dilation*i (i < K) of the padded axis, and all of them must exist."""
+    count = 0
+    while stride * count + dilation * (K - 1) < size + 2 * pad:
+        count += 1
+    return count
+
+
+def window(x_pad, n, h, w, K, stride=1, dilation=1):
+    """The (K, K, C) patch of output (h, w): x_pad[n, stride*h + dilation*i, stride*w + dilation*j, :]."""
+    rows = [stride * h + dilation * i for i in range(K)]
+    cols = [stride * w + dilation * j for j in range(K)]
+    return x_pad[n][np.ix_(rows, cols)]
+
+
+def im2col(x, K, pad, stride=1, dilation=1):
+    """cols[(n, h, w), (i, j, c)] = x_pad[n, s*h + d*i, s*w + d*j, c]: one row per output pixel, one patch per row."""
     N, H, W, C = x.shape
     x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    Ho, Wo = H + 2 * pad - K + 1, W + 2 * pad - K + 1
-    rows = [x_pad[n, h:h + K, w:w + K, :].ravel() for n in range(N) for h in range(Ho) for w in range(Wo)]
+    Ho, Wo = output_size(H, K, pad, stride, dilation), output_size(W, K, pad, stride, dilation)
+    rows = [window(x_pad, n, h, w, K, stride, dilation).ravel()
+            for n in range(N) for h in range(Ho) for w in range(Wo)]
     return np.array(rows, dtype=x.dtype).reshape(N * Ho * Wo, K * K * C)
 
 
-def col2im(cols, x_shape, K, pad):
+def col2im(cols, x_shape, K, pad, stride=1, dilation=1):
     """The adjoint of :func:`im2col`: every row's values added back onto the pixels of its patch."""
     N, H, W, C = x_shape
-    Ho, Wo = H + 2 * pad - K + 1, W + 2 * pad - K + 1
+    Ho, Wo = output_size(H, K, pad, stride, dilation), output_size(W, K, pad, stride, dilation)
     dx_pad = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=cols.dtype)
     row = 0
     for n in range(N):
         for h in range(Ho):
             for w in range(Wo):
-                dx_pad[n, h:h + K, w:w + K, :] += cols[row].reshape(K, K, C)
+                patch = cols[row].reshape(K, K, C)
+                for i in range(K):
+                    for j in range(K):
+                        dx_pad[n, stride * h + dilation * i, stride * w + dilation * j, :] += patch[i, j]
                 row += 1
     return dx_pad[:, pad:pad + H, pad:pad + W, :]
 
 
-def conv2d_forward(x, W, b, pad):
-    """out[n, h, w, f] = b[f] + sum_{i, j, c} x_pad[n, h+i, w+j, c] * W[i, j, c, f]."""
+def conv2d_forward(x, W, b, pad, stride=1, dilation=1):
+    """out[n, h, w, f] = b[f] + sum_{i, j, c} x_pad[n, s*h + d*i, s*w + d*j, c] * W[i, j, c, f]."""
     N, H, Wd, C = x.shape
     K, _, _, F = W.shape
     x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    Ho, Wo = H + 2 * pad - K + 1, Wd + 2 * pad - K + 1
+    Ho, Wo = output_size(H, K, pad, stride, dilation), output_size(Wd, K, pad, stride, dilation)
     out = np.zeros((N, Ho, Wo, F), dtype=x.dtype)
     for n in range(N):
         for h in range(Ho):
             for w in range(Wo):
+                patch = window(x_pad, n, h, w, K, stride, dilation)
                 for f in range(F):
-                    out[n, h, w, f] = b[f] + np.sum(x_pad[n, h:h + K, w:w + K, :] * W[:, :, :, f])
+                    out[n, h, w, f] = b[f] + np.sum(patch * W[:, :, :, f])
     return out
 
 
-def conv2d_backward(x, W, dout, pad):
+def conv2d_backward(x, W, dout, pad, stride=1, dilation=1):
     """(dx, dW, db): each output gradient flows back to the input patch and weights that made it."""
     N, H, Wd, C = x.shape
     K, _, _, F = W.shape
@@ -59,10 +81,12 @@ def conv2d_backward(x, W, dout, pad):
     for n in range(N):
         for h in range(Ho):
             for w in range(Wo):
+                rows = [stride * h + dilation * i for i in range(K)]   # the window's pixels, as in window()
+                cols = [stride * w + dilation * j for j in range(K)]
                 for f in range(F):
                     g = dout[n, h, w, f]
-                    dW[:, :, :, f] += g * x_pad[n, h:h + K, w:w + K, :]
-                    dx_pad[n, h:h + K, w:w + K, :] += g * W[:, :, :, f]
+                    dW[:, :, :, f] += g * window(x_pad, n, h, w, K, stride, dilation)
+                    dx_pad[n][np.ix_(rows, cols)] += g * W[:, :, :, f]      # distinct pixels: += adds each once
     dx = dx_pad[:, pad:pad + H, pad:pad + Wd, :]
     return dx, dW, dout.sum(axis=(0, 1, 2))
 

@@ -145,6 +145,25 @@ def sgd(a, kw):
     return {"w": params["layer.W"]}
 
 
+def rmsprop(a, kw):
+    from tinyvgg.optim import RMSProp
+    params = {"layer.W": a["w"].copy()}
+    opt = RMSProp(params, lr=kw["lr"], rho=kw["rho"], eps=kw["eps"], weight_decay=kw["weight_decay"])
+    for g in a["grads"]:
+        opt.step({"layer.W": g.copy()})
+    return {"w": params["layer.W"]}
+
+
+def adam(a, kw):
+    from tinyvgg.optim import Adam
+    params = {"layer.W": a["w"].copy()}
+    opt = Adam(params, lr=kw["lr"], beta1=kw["beta1"], beta2=kw["beta2"], eps=kw["eps"],
+               weight_decay=kw["weight_decay"])
+    for g in a["grads"]:
+        opt.step({"layer.W": g.copy()})
+    return {"w": params["layer.W"]}
+
+
 def _batchnorm(a, kw):
     from tinyvgg.layers import BatchNorm2D
     layer = BatchNorm2D(a["gamma"].shape[0], momentum=kw["momentum"], eps=kw["eps"], dtype=F64)
@@ -172,10 +191,108 @@ def batchnorm_backward(a, kw):
     return {"dx": dx, "dgamma": layer.grads.get("gamma"), "dbeta": layer.grads.get("beta")}
 
 
+def leaky_relu_forward(a, kw):
+    from tinyvgg.layers import LeakyReLU
+    return {"out": LeakyReLU(kw["alpha"]).forward(a["x"].copy(), train=True)}
+
+
+def leaky_relu_backward(a, kw):
+    from tinyvgg.layers import LeakyReLU
+    layer = LeakyReLU(kw["alpha"])
+    layer.forward(a["x"].copy(), train=True)
+    return {"dx": layer.backward(a["dout"].copy())}
+
+
+def im2col_strided(a, kw):
+    from tinyvgg.im2col import im2col_strided
+    return {"cols": im2col_strided(a["x"].copy(), kw["K"], kw["padding"], kw["stride"], kw["dilation"])}
+
+
+def col2im_strided(a, kw):
+    from tinyvgg.im2col import col2im_strided
+    return {"dx": col2im_strided(a["cols"].copy(), tuple(kw["x_shape"]), kw["K"], kw["padding"], kw["stride"],
+                                 kw["dilation"])}
+
+
+def global_pool_forward(a, kw):
+    from tinyvgg.layers import GlobalAveragePool2D
+    return {"out": GlobalAveragePool2D().forward(a["x"].copy(), train=True)}
+
+
+def global_pool_backward(a, kw):
+    from tinyvgg.layers import GlobalAveragePool2D
+    layer = GlobalAveragePool2D()
+    layer.forward(a["x"].copy(), train=True)
+    return {"dx": layer.backward(a["dout"].copy())}
+
+
+def top_k(a, kw):
+    from tinyvgg.metrics import top_k_accuracy
+    return {"accuracy": top_k_accuracy(a["scores"].copy(), a["labels"].astype(np.int64), kw["k"])}
+
+
+def _fixed_stack(a):
+    """The grader's own inner layers for a residual block (none of them a part a student writes):
+    y = s * x + c, tanh, and a roll of the features by one place. Returns them as (name, layer) pairs."""
+    from tinyvgg.layers import Layer
+
+    class Scale(Layer):
+        def __init__(self, s, c):
+            super().__init__()
+            self.params = {"s": s.copy(), "c": c.copy()}
+
+        def forward(self, x, train=False):
+            self.cache = x
+            return x * self.params["s"] + self.params["c"]
+
+        def backward(self, dout):
+            self.grads = {"s": (dout * self.cache).sum(axis=0), "c": dout.sum(axis=0)}
+            return dout * self.params["s"]
+
+    class Tanh(Layer):
+        def forward(self, x, train=False):
+            self.cache = np.tanh(x)
+            return self.cache
+
+        def backward(self, dout):
+            return dout * (1 - self.cache ** 2)
+
+    class Roll(Layer):
+        def forward(self, x, train=False):
+            return np.roll(x, 1, axis=-1)
+
+        def backward(self, dout):
+            return np.roll(dout, -1, axis=-1)
+
+    return [("scale1", Scale(a["s1"], a["c1"])), ("tanh", Tanh()), ("roll", Roll()), ("scale2", Scale(a["s2"], a["c2"]))]
+
+
+def _residual_block(a, nested):
+    from tinyvgg.models import Residual
+    stack = _fixed_stack(a)
+    return Residual([("inner", Residual(stack[:3])), stack[3]]) if nested else Residual(stack)
+
+
+def residual_forward(a, kw):
+    return {"out": _residual_block(a, False).forward(a["x"].copy(), train=True)}
+
+
+def residual_backward(a, kw):
+    nested = kw.get("nested", False)
+    block = _residual_block(a, nested)
+    block.forward(a["x"].copy(), train=True)
+    dx = block.backward(a["dout"].copy())
+    grads, inner = block.grads, "inner." if nested else ""
+    return {"dx": dx, "ds1": grads.get(inner + "scale1.s"), "dc1": grads.get(inner + "scale1.c"),
+            "ds2": grads.get("scale2.s"), "dc2": grads.get("scale2.c")}
+
+
 RECIPES = {f.__name__: f for f in (
     im2col, col2im, conv_forward, conv_backward, maxpool_forward, maxpool_backward, dense_forward, dense_backward,
-    relu_forward, relu_backward, dropout_eval, dropout_train, softmax_forward, softmax_backward, sgd,
-    batchnorm_train, batchnorm_eval, batchnorm_backward)}
+    relu_forward, relu_backward, dropout_eval, dropout_train, softmax_forward, softmax_backward, sgd, rmsprop, adam,
+    batchnorm_train, batchnorm_eval, batchnorm_backward, leaky_relu_forward, leaky_relu_backward,
+    im2col_strided, col2im_strided, global_pool_forward, global_pool_backward, top_k, residual_forward,
+    residual_backward)}
 
 
 def run_case(recipe, arrays, kwargs):
@@ -259,7 +376,9 @@ def _lend_im2col(lent):
     except Exception:
         return  # the package does not import: every case will say why
 
-    def index_of(shape, K, padding):
+    def index_of(shape, K, padding, stride, dilation):
+        if stride != 1 or dilation != 1:
+            raise ValueError("the grader lends im2col only at stride 1 and dilation 1, as its convolution checks use")
         _, H, W, C = shape
         pad = K // 2 if padding == "same" else 0 if padding == "valid" else int(padding)
         key = f"{H},{W},{C},{K},{pad}"
@@ -267,14 +386,14 @@ def _lend_im2col(lent):
             raise ValueError(f"the grader lends im2col only for its own inputs, not for shape {tuple(shape)}")
         return lent[key], pad
 
-    def im2col(x, kernel_size=3, padding="same"):
-        index, pad = index_of(x.shape, kernel_size, padding)
+    def im2col(x, kernel_size=3, padding="same", stride=1, dilation=1):
+        index, pad = index_of(x.shape, kernel_size, padding, stride, dilation)
         N = x.shape[0]
         x_pad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).reshape(N, -1)
         return x_pad[:, index].reshape(N * index.shape[0], index.shape[1])  # (N*Ho*Wo, K*K*C)
 
-    def col2im(cols, x_shape, kernel_size=3, padding="same"):
-        index, pad = index_of(x_shape, kernel_size, padding)
+    def col2im(cols, x_shape, kernel_size=3, padding="same", stride=1, dilation=1):
+        index, pad = index_of(x_shape, kernel_size, padding, stride, dilation)
         N, H, W, C = x_shape
         per_image = cols.reshape(N, -1)                                     # (N, Ho*Wo*K*K*C)
         size = (H + 2 * pad) * (W + 2 * pad) * C
