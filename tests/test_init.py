@@ -12,6 +12,7 @@ def test_fans_of_dense_and_conv_weights(shape, fans):
 @pytest.mark.parametrize("name, variance", [
     ("he_normal", lambda fi, fo: 2 / fi),
     ("he_uniform", lambda fi, fo: 2 / fi),
+    ("he_normal_zero_mean", lambda fi, fo: 2 / fi),
     ("glorot_normal", lambda fi, fo: 2 / (fi + fo)),
     ("glorot_uniform", lambda fi, fo: 2 / (fi + fo)),
     ("small_normal", lambda fi, fo: 0.01 ** 2),
@@ -40,3 +41,20 @@ def test_same_seed_same_weights():
 def test_unknown_initializer_names_the_choices():
     with pytest.raises(ValueError, match="unknown initializer 'orthogonal'.*he_normal"):
         init.get_initializer("orthogonal")
+
+
+def test_zero_mean_filters_answer_flat_colour_with_zero_and_contrast_as_he_scaled():
+    W = init.he_normal_zero_mean((3, 3, 3, 64), np.random.default_rng(1))
+    plain = init.he_normal((3, 3, 3, 64), np.random.default_rng(1))    # the same draw before its means came off
+    flat = np.ones((3, 3, 3)) * np.array([0.2, -1.0, 0.7])             # a 3x3 patch of one colour
+    np.testing.assert_allclose(np.einsum("hwc,hwco->o", flat, W), 0, atol=1e-12)
+    edge = np.zeros((3, 3, 3))
+    edge[:, 0], edge[:, 2] = -1.0, 1.0                                 # dark left, bright right: a contrast, mean 0
+    np.testing.assert_allclose(np.einsum("hwc,hwco->o", edge, W),       # what the mean took off, it never saw;
+                               np.einsum("hwc,hwco->o", edge, plain) * np.sqrt(9 / 8), rtol=1e-12)  # He's scale back
+
+
+@pytest.mark.parametrize("shape", [(10, 20), (1, 1, 3, 8)])
+def test_zero_mean_filters_need_a_window_of_several_taps(shape):
+    with pytest.raises(ValueError, match="for conv weights"):
+        init.he_normal_zero_mean(shape, np.random.default_rng(0))

@@ -201,10 +201,11 @@ def _onnx_missing():
 needs_onnx = pytest.mark.skipif(_onnx_missing() is not None, reason=str(_onnx_missing()))
 
 
-def _trained_looking_model(batch_norm, include_top=True, seed=0):
+def _trained_looking_model(batch_norm, include_top=True, seed=0, center_images=False):
     rng = np.random.default_rng(seed)
     model = build_model(dict(depth="vgg11", num_classes=5, input_shape=(64, 64, 3), width=WIDTH, fc_units=16,
-                             dropout=0.5, include_top=include_top, batch_norm=batch_norm), rng=rng)
+                             dropout=0.5, include_top=include_top, batch_norm=batch_norm,
+                             center_images=center_images), rng=rng)
     for layer in model.layers:                          # statistics and scales that are not the identity
         if "running_mean" in getattr(layer, "buffers", {}):
             layer.buffers["running_mean"][...] = rng.standard_normal(layer.num_channels)
@@ -214,11 +215,11 @@ def _trained_looking_model(batch_norm, include_top=True, seed=0):
 
 
 @needs_onnx
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_the_exported_graph_computes_tinyvggs_logits_at_any_batch_size(tmp_path, batch_norm):
+@pytest.mark.parametrize("batch_norm, center_images", [(False, False), (True, False), (True, True)])
+def test_the_exported_graph_computes_tinyvggs_logits_at_any_batch_size(tmp_path, batch_norm, center_images):
     import onnx
     import onnxruntime as ort
-    model = _trained_looking_model(batch_norm)
+    model = _trained_looking_model(batch_norm, center_images=center_images)
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
     checkpoint.save(str(tmp_path / "best.npz"), model.named_params(),
                     {"model_config": model.config, "class_names": list("abcde"),
@@ -230,7 +231,8 @@ def test_the_exported_graph_computes_tinyvggs_logits_at_any_batch_size(tmp_path,
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [64, 64, 3]
     for n in (1, 3):
-        images = np.random.default_rng(n).uniform(0, 1, (n, 64, 64, 3)).astype(np.float32)
+        rng = np.random.default_rng(n)  # each image with its own colour cast, which centering takes off
+        images = (rng.uniform(0, 0.5, (n, 64, 64, 3)) + rng.uniform(0, 0.5, (n, 1, 1, 3))).astype(np.float32)
         ours = model.forward((images - np.float32(mean)) / np.float32(std))
         (theirs,) = session.run(None, {"images": images})
         assert theirs.shape == (n, 5)

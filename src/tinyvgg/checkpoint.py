@@ -237,10 +237,10 @@ def load_model(path, backend="numpy", kernels=None):
         if held != expected:  # compared before the model is built: a small file cannot make it allocate a large one
             raise CheckpointError(f"{path} holds {held:,} weights, but its configuration describes a model of "
                                   f"{expected:,}; it is damaged, or its configuration was edited.")
-        model = build_model(dict(config, init="zeros", head_init="zeros", logits_init="zeros"),
-                            kernels=kernels)  # no random draw: the weights are overwritten at once
+        no_draw = dict(init="zeros", head_init="zeros", logits_init="zeros", first_conv_init="zeros")
+        model = build_model(dict(config, **no_draw), kernels=kernels)  # the weights are overwritten at once
         model.config = dict(model.config, init=config.get("init", "he_normal"))
-        for key in ("head_init", "logits_init"):  # the configuration as saved
+        for key in ("head_init", "logits_init", "first_conv_init"):  # the configuration as saved
             if key in config:
                 model.config[key] = config[key]
             else:

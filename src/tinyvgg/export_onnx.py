@@ -7,9 +7,10 @@ helpers and checked with ``onnx.checker`` (``full_check``: shapes inferred throu
 - input ``images``: ``(N, H, W, 3)`` float32, RGB in [0, 1], N free (a dynamic batch dimension);
 - the checkpoint's normalization inside the graph (``Sub`` its mean, ``Div`` its std), then one
   ``Transpose`` to ONNX's NCHW;
-- per layer: ``Conv`` (tinyvgg's HWIO kernel as ONNX's OIHW, ``transpose(3, 2, 0, 1)``, "same"
-  padding), ``BatchNormalization`` with the running statistics and the layer's eps (kept as its
-  own node rather than folded into the convolution: the graph then shows the network as trained),
+- per layer: ``ReduceMean`` over H, W and ``Sub`` (:class:`~tinyvgg.layers.ImageCentering`), ``Conv``
+  (tinyvgg's HWIO kernel as ONNX's OIHW, ``transpose(3, 2, 0, 1)``, "same" padding),
+  ``BatchNormalization`` with the running statistics and the layer's eps (kept as its own node
+  rather than folded into the convolution: the graph then shows the network as trained),
   ``Relu``, ``MaxPool`` 2x2 stride 2; dropout is the identity at inference and leaves no node;
 - before the first dense layer, a ``Transpose`` back to NHWC and a ``Flatten``, so the features
   come in tinyvgg's H, W, C order, which is the order of fc1's rows; each dense layer a ``Gemm``
@@ -22,7 +23,7 @@ import argparse
 import numpy as np
 
 from . import checkpoint, cli
-from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, ImageCentering, MaxPool2D, ReLU
 
 OPSET = 17
 
@@ -63,6 +64,9 @@ def build_graph(model, mean, std, name="tinyvgg"):
                               constant(f"{layer_name}.b", p["b"])], layer_name,
                      kernel_shape=[K, K], pads=[layer.pad] * 4, strides=[layer.stride] * 2,
                      dilations=[layer.dilation] * 2)
+        elif isinstance(layer, ImageCentering):
+            image_mean = node("ReduceMean", [x], f"{layer_name}_mean", axes=[2, 3], keepdims=1)  # (N, C, 1, 1)
+            x = node("Sub", [x, image_mean], layer_name)                        # each image's own mean colour off
         elif isinstance(layer, BatchNorm2D):
             b = {k: np.asarray(v) for k, v in layer.buffers.items()}
             x = node("BatchNormalization", [x, constant(f"{layer_name}.gamma", p["gamma"]),

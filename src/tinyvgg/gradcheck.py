@@ -223,7 +223,7 @@ def check_model(layers, loss_layer, x, labels, **kwargs):
 
 def _demo_layers(rng):
     """One small float64 instance of every layer, with an input that avoids kinks and ties."""
-    from .layers import GlobalAveragePool2D
+    from .layers import GlobalAveragePool2D, ImageCentering
     from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU
     f64 = np.float64
     away_from_zero = rng.uniform(0.1, 1.0, (2, 4, 4, 3)) * rng.choice([-1.0, 1.0], (2, 4, 4, 3))
@@ -241,6 +241,7 @@ def _demo_layers(rng):
         (Flatten(), rng.standard_normal((2, 2, 2, 3))),
         (Conv2D(3, 2, kernel_size=3, rng=rng, dtype=f64, stride=2, dilation=2), rng.standard_normal((2, 7, 6, 3))),
         (GlobalAveragePool2D(), rng.standard_normal((2, 3, 4, 3))),
+        (ImageCentering(), rng.standard_normal((2, 4, 3, 3))),
     ]
 
 

@@ -45,6 +45,30 @@ def he_uniform(shape, rng):
     return rng.uniform(-limit, limit, shape)
 
 
+def he_normal_zero_mean(shape, rng):
+    """He's normal with each filter's window summed to zero: a first convolution blind to flat colour.
+
+    Every window ``W[:, :, i, o]`` (one input channel into one output channel) has its own mean
+    taken off, so a patch of a single colour gives 0 and the filter answers only to changes inside
+    its window: edges, lines, corners. Taking off the mean of K*K independent weights leaves each
+    one (K*K - 1) / (K*K) of its variance; the factor sqrt(K*K / (K*K - 1)) restores He's 2 / fan_in.
+    What ``python -m tinyvgg.train`` draws for a network's first convolution, with
+    :class:`~tinyvgg.layers.ImageCentering` before it: the first steps then learn shapes instead of
+    first unlearning the background's colour. Training is free to learn colour again.
+
+    >>> W = he_normal_zero_mean((3, 3, 3, 64), np.random.default_rng(0))
+    >>> bool(abs(W.sum(axis=(0, 1))).max() < 1e-12)   # every window sums to zero
+    True
+    """
+    if len(shape) != 4 or shape[0] * shape[1] < 2:
+        raise ValueError(f"he_normal_zero_mean is for conv weights (KH, KW, C_in, C_out) with a window of at "
+                         f"least two taps, got {shape}.")
+    window = shape[0] * shape[1]
+    W = he_normal(shape, rng)
+    W -= W.mean(axis=(0, 1), keepdims=True)   # (KH, KW, C_in, C_out) - (1, 1, C_in, C_out)
+    return W * np.sqrt(window / (window - 1))
+
+
 def glorot_normal(shape, rng):
     """N(0, 2 / (fan_in + fan_out)): Glorot & Bengio 2010."""
     fan_in, fan_out = compute_fans(shape)
@@ -80,6 +104,7 @@ def zeros(shape, rng=None):
 INITIALIZERS = {
     "he_normal": he_normal,
     "he_uniform": he_uniform,
+    "he_normal_zero_mean": he_normal_zero_mean,
     "glorot_normal": glorot_normal,
     "glorot_uniform": glorot_uniform,
     "small_normal": small_normal,

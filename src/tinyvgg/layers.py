@@ -371,6 +371,32 @@ class GlobalAveragePool2D(Layer):
         ### END SOLUTION
 
 
+class ImageCentering(Layer):
+    """Subtract each image's own mean colour: out[n, h, w, c] = x[n, h, w, c] - mean over h, w of x[n, :, :, c].
+
+    x: (N, H, W, C) -> out: (N, H, W, C). The first layer of the network ``python -m tinyvgg.train``
+    builds: it makes the network blind to an image's overall colour (a red background instead of a
+    blue one, a brighter photo), so that the first filters start from contrasts, the edges that make
+    a shape. The data set's per-channel normalization cannot do this: it takes one mean for all
+    images. On the built-in shapes, whose backgrounds are drawn in random colours, the colour is
+    most of each pixel's value and says nothing about the class; without this layer a VGG16 spends
+    its first hundred steps near chance (benchmarks/README.md, "Why small data sets stalled").
+
+    No parameters and no statistics: the mean is the image's own, so training and inference do the
+    same thing (unlike :class:`BatchNorm2D`, whose mean is the batch's). Backward: the map is
+    linear, out_i = x_i - (x_1 + ... + x_M) / M over an image's M = H*W pixels of one channel, so
+    dL/dx_j = dout_j - (dout_1 + ... + dout_M) / M: every pixel gives up its share of the mean.
+    """
+
+    def forward(self, x, train=False):
+        if x.ndim != 4:
+            raise ValueError(f"ImageCentering expects images of shape (N, H, W, C), got {tuple(x.shape)}.")
+        return x - x.mean(axis=(1, 2), keepdims=True)        # (N, H, W, C) - (N, 1, 1, C)
+
+    def backward(self, dout):
+        return dout - dout.mean(axis=(1, 2), keepdims=True)  # the same map: it is its own transpose
+
+
 class Dense(Layer):
     """Fully connected layer: out = x @ W + b.
 

@@ -90,6 +90,8 @@ def config_problem(config):
     width = config.get("width", 1.0)
     if not finite_number(width) or not 0 < width <= MAX_WIDTH:
         return f"its width {str(width)[:40]} is not a number above 0 and at most {MAX_WIDTH:g}"
+    if not isinstance(config.get("center_images", False), bool):
+        return "its center_images is neither true nor false"
     for name, value, high in (("fc_units", config.get("fc_units", 4096), MAX_FC_UNITS),
                               ("num_classes", config.get("num_classes", 1000), MAX_CLASSES)):
         if not finite_number(value) or value != int(value) or not 1 <= value <= high:
@@ -102,6 +104,8 @@ def vgg_sizes(config):
     H, W, C = (int(v) for v in config["input_shape"])
     width = float(config.get("width", 1.0))
     params, activations, columns = 0, 0, 0
+    if config.get("center_images"):
+        activations += H * W * C  # ImageCentering's output
     for repeats, base in zip(VGG_REPEATS[config.get("depth", "vgg16")], BLOCK_CHANNELS):
         out = max(1, round(base * width))
         for _ in range(repeats):
