@@ -96,3 +96,35 @@ def test_a_flag_that_would_change_the_run_is_refused(finished, tmp_path, flag, v
     assert_clear_error(result, f"{flag} {value} would change the run that --resume continues",
                        f"(it was trained with {saved})")
     assert snapshot(finished) == before
+
+
+def test_a_run_from_before_centering_resumes_and_fine_tunes_without_it(tmp_path):
+    """A checkpoint written before --centering existed (no such argument, no ImageCentering layer) continues, and
+    is fine-tuned, as the network it was: centering its inputs now would feed its filters images they never saw."""
+    folder = tmp_path / "old"
+    result = run("--data", "shapes:200", "--epochs", "1", "--out", folder, "--no-centering", *TINY)
+    assert result.returncode == 0, result.stderr
+    arrays = checkpoint.read_npz(str(folder / "last.npz"))
+    meta = json.loads(str(arrays.pop("meta")))
+    del meta["args"]["centering"]
+    assert "center_images" not in meta["model_config"] and "first_conv_init" not in meta["model_config"]
+    np.savez(folder / "last.npz", meta=np.array(json.dumps(meta)), **arrays)
+    result = run("--resume", folder / "last.npz", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    resumed = checkpoint.load(str(folder / "last.npz"))
+    assert resumed.meta["epoch"] == 2 and resumed.meta["args"]["centering"] is False
+    assert "center_images" not in resumed.meta["model_config"]
+    result = run("--finetune", folder / "last.npz", "--data", "shapes:200", "--epochs", "1", "--out", tmp_path / "ft",
+                 *TINY)  # the model's shape comes from the checkpoint, and so does its centering
+    assert result.returncode == 0, result.stderr
+    tuned = checkpoint.load(str(tmp_path / "ft" / "last.npz"))
+    assert tuned.meta["args"]["centering"] is False and "center_images" not in tuned.meta["model_config"]
+
+
+def test_a_centred_run_refuses_to_resume_without_its_centering(finished, tmp_path):
+    before = snapshot(finished)
+    assert checkpoint.load(str(finished / "last.npz")).meta["model_config"]["center_images"] is True
+    result = run("--resume", finished / "last.npz", "--epochs", "3", "--no-centering", timeout=60)
+    assert_clear_error(result, "--centering False would change the run that --resume continues",
+                       "(it was trained with True)")
+    assert snapshot(finished) == before

@@ -142,7 +142,8 @@ up step by step, and each lesson ends with an exercise; both are checked in the 
 Optional, not graded: the fast classes of `fastconv.py` (`FastConv2D`, `FastMaxPool2D`)
 compute the same things faster. (`SyncBatchNorm2D` in `training/sync_bn.py`, which spreads batch
 normalization over several processes in lesson 16, comes whole: it builds on your batch
-normalization.) This version builds the reference layers you write
+normalization. So does `ImageCentering` in `layers.py`, the first layer of the network
+`python -m tinyvgg.train` builds, which lesson 13 explains.) This version builds the reference layers you write
 (`vgg(kernels="reference")` is its default). Fill the fast kernels in once your parts
 pass, build a model with `kernels="fast"`, and check that nothing changes:
 
