@@ -94,5 +94,8 @@ def test_training_skips_the_first_convolutions_dx_behind_the_centering_and_keeps
         dx = model.backward(loss.backward())
         assert (dx is None) is (not input_grad)
         grads[input_grad] = {name: g.copy() for name, g in model.named_grads().items()}
+    # The fast convolution without dx takes dW from the columns of x instead of those of dout: the same float32
+    # products summed in another order (equal bit for bit on some BLAS kernels, not on others).
+    same = dict(rtol=0, atol=0) if kernels == "reference" else dict(rtol=1e-5, atol=1e-7)
     for name, g in grads[True].items():
-        np.testing.assert_array_equal(grads[False][name], g)
+        np.testing.assert_allclose(grads[False][name], g, **same)
