@@ -3,6 +3,7 @@
     python benchmarks/bench_versions.py --against cc49c00 --case a --steps 15
     python benchmarks/bench_versions.py --against main~3 --case both
     python benchmarks/bench_versions.py --against 6da4c31 --through trainer   # Trainer.train_step, as train.py
+    python benchmarks/bench_versions.py --against cc49c00 --case default      # the default run's network
 
 A shared machine's speed swings 20-30% from minute to minute, so two versions are compared step
 by step in turn, each step after a quiet gap (OpenBLAS's spinning threads would otherwise take
@@ -13,6 +14,7 @@ the src/ layout (``tinyvgg/``) and after it (``src/tinyvgg/``) both work.
 """
 import argparse
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -27,6 +29,11 @@ from common import blas_info, median  # noqa: E402
 from bench_vgg_step import CASES  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+#: The network `python -m tinyvgg.train` builds with no arguments (VGG16 at width 0.25 with batch normalization, a
+#: 256-unit head without dropout, 10 classes, 32x32, batch 64), with its input centering where the version has it.
+DEFAULT_RUN = dict(image=32, batch=64, classes=10, fc_units=256, width=0.25, batch_norm=True, dropout=0.0,
+                   center_images=True, first_conv_init="he_normal_zero_mean")
 
 
 def load_version(revision, folder):
@@ -64,8 +71,11 @@ def make_step(package, case, seed=0, through="layers"):
     layers = importlib.import_module(package + ".layers")
     optim = importlib.import_module(package + ".optim")
     fast = {"kernels": "fast"} if "KERNELS" in vars(models) else {}  # older versions built the fast layers anyway
+    accepted = inspect.signature(models.vgg).parameters
+    extra = {key: case[key] for key in ("width", "batch_norm", "dropout", "center_images", "first_conv_init")
+             if key in case and key in accepted}  # what this version knows of the case's network
     model = models.vgg16(num_classes=case["classes"], input_shape=(case["image"],) * 2 + (3,),
-                         fc_units=case["fc_units"], seed=seed, **fast)
+                         fc_units=case["fc_units"], seed=seed, **fast, **extra)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case["batch"], case["image"], case["image"], 3), np.float32)
     y = rng.integers(0, case["classes"], case["batch"])
@@ -94,7 +104,8 @@ def make_step(package, case, seed=0, through="layers"):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--against", required=True, help="a git revision, e.g. main~1 or a commit hash")
-    p.add_argument("--case", choices=["a", "b", "both"], default="a")
+    p.add_argument("--case", choices=["a", "b", "both", "default"], default="a",
+                   help="a, b: bench_vgg_step's cases (VGG16 at full width); default: the default run's network")
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--gap", type=float, default=0.3, help="seconds of quiet before each timed step")
     p.add_argument("--through", choices=["layers", "trainer"], default="layers",
@@ -104,7 +115,7 @@ def main(argv=None):
         load_version(args.against, folder)
         print(f"BLAS: {blas_info()}")
         for name in ("a", "b") if args.case == "both" else (args.case,):
-            case = CASES[name]
+            case = DEFAULT_RUN if name == "default" else CASES[name]
             steps = {"now": make_step("tinyvgg", case, through=args.through),
                      "then": make_step("tinyvgg_then", case, through=args.through)}
             for step in steps.values():  # warm-up: allocations, scratch buffers

@@ -6,10 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyvgg import backend, fastconv
-from tinyvgg.fastconv import FAST_CLASSES, FastBatchNorm2D, FastConv2D, FastDense, FastMaxPool2D, FastReLU
+from tinyvgg.fastconv import (FAST_CLASSES, FastBatchNorm2D, FastConv2D, FastDense, FastImageCentering, FastMaxPool2D,
+                              FastReLU)
 from tinyvgg.gradcheck import check_layer
 from tinyvgg.im2col import im2col
-from tinyvgg.layers import BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU
+from tinyvgg.layers import BatchNorm2D, Conv2D, Dense, ImageCentering, MaxPool2D, ReLU
 
 seeds = st.integers(0, 2**32 - 1)
 TIGHT = dict(rtol=1e-12, atol=1e-12)
@@ -23,6 +24,7 @@ CASES = {  # fast class -> (constructor arguments, keyword arguments, input shap
     FastBatchNorm2D: ((4,), F64, (3, 5, 6, 4)),
     FastDense: ((5, 3), F64, (4, 5)),
     FastReLU: ((), {}, (3, 5, 6, 4)),
+    FastImageCentering: ((), {}, (3, 8, 6, 3)),  # 48 pixels an image: rows of 16 pixels (see pixels_per_row)
 }
 
 
@@ -37,7 +39,7 @@ def fast_and_reference(fast_class, rng):
 
 
 def test_every_fast_class_is_a_subclass_of_its_reference():
-    assert set(FAST_CLASSES) == {Conv2D, MaxPool2D, BatchNorm2D, Dense, ReLU}
+    assert set(FAST_CLASSES) == {Conv2D, MaxPool2D, BatchNorm2D, Dense, ReLU, ImageCentering}
     assert all(issubclass(fast, ref) for ref, fast in FAST_CLASSES.items())
 
 
@@ -191,3 +193,30 @@ def test_even_valid_kernels_pass_the_gradient_check(conv):
     rng = np.random.default_rng(1)
     layer = conv(3, 4, kernel_size=2, padding="valid", rng=rng, dtype=np.float64)
     assert max(check_layer(layer, rng.standard_normal((2, 5, 4, 3))).values()) < 1e-6
+
+
+@given(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3, 4, 16, 127, 128, 130]),
+       st.booleans(), seeds)
+def test_wide_rows_give_the_reference_numbers_at_any_shape(N, H, W, C, trainable, seed):
+    """Batch normalization and the image centering on wide rows (k pixels a row, k a power of two dividing the
+    pixels, none from 128 channels on): forward, dx and the parameters' gradients as the reference computes them."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, W, C)) * 3 + 1
+    dout = rng.standard_normal(x.shape)
+    bn, bn_ref = FastBatchNorm2D(C, dtype=np.float64), BatchNorm2D(C, dtype=np.float64)
+    for name in bn.params:
+        bn.params[name] = bn_ref.params[name] = rng.uniform(0.5, 1.5, C)
+    bn.trainable = bn_ref.trainable = trainable
+    close = dict(rtol=1e-11, atol=1e-11)  # other summation orders than the reference's, in float64
+    for fast, ref in ((bn, bn_ref), (FastImageCentering(), ImageCentering())):
+        np.testing.assert_allclose(fast.forward(x.copy(), train=True), ref.forward(x.copy(), train=True), **close)
+        np.testing.assert_allclose(fast.backward(dout.copy()), ref.backward(dout.copy()), **close)
+        for name in ref.grads:
+            np.testing.assert_allclose(fast.grads[name], ref.grads[name], **close)
+    np.testing.assert_allclose(bn.buffers["running_var"], bn_ref.buffers["running_var"], **close)
+
+
+@pytest.mark.parametrize("C, pixels, k", [(3, 1024, 256), (16, 1024, 32), (16, 48, 16), (64, 96, 8), (16, 90, 2),
+                                          (16, 7, 1), (128, 1024, 1)])
+def test_a_wide_row_holds_at_least_512_values_where_the_pixels_allow(C, pixels, k):
+    assert fastconv.pixels_per_row(pixels, C, np) == k

@@ -4,7 +4,8 @@
 subclass of one of those (``FastConv2D(Conv2D)``, ``FastMaxPool2D``,
 ``FastBatchNorm2D``, ``FastDense``, ``FastReLU``), with the same interface and the
 same parameters, so checkpoints do not care which ran; only the kernels and what
-each keeps in its cache differ. The tests hold every fast class to its reference
+each keeps in its cache differ (and ``FastImageCentering(ImageCentering)``, which has no
+parameters). The tests hold every fast class to its reference
 class. A model chooses: ``vgg(..., kernels="fast")`` (what the commands build)
 or ``kernels="reference"``. Each trick is here because a benchmark
 (``benchmarks/``) showed it pays on the CPU:
@@ -33,8 +34,15 @@ or ``kernels="reference"``. Each trick is here because a benchmark
 - **Max-pool as three maximums of strided views**, and a backward pass that
   finds the winners again from the cached input and output (no argmax array).
 - **Column sums by BLAS** (``ones @ x``, 3x faster than ``.sum(axis=0)``) in batch
-  normalization and the convolution's bias gradient; results written in place of
-  temporaries; Dense's weight gradient in last step's buffer; ReLU in place of its input.
+  normalization, the convolution's bias gradient and each image's mean colour; results
+  written in place of temporaries; Dense's weight gradient in last step's buffer; ReLU in
+  place of its input.
+- **Wide rows for per-channel arithmetic.** ``x - mean`` with x of shape (m, C) and mean
+  of shape (C,) runs NumPy's inner loop once per pixel, over C values; at C = 3 or 16 the
+  loop's start-up costs more than its work. The same memory seen as (m/k, k*C), k pixels a
+  row, minus the vector repeated k times (``np.tile``) gives the same numbers with loops of
+  512 values: batch normalization's forward and backward 1.3-1.7x faster at 16 and 32
+  channels, the image centering 10x (from 128 channels on, rows are long enough as they are).
 
 The measurements are in benchmarks/README.md. Everything goes through ``xp`` and
 ``backend.sliding_window_view``, so it runs on CuPy too (where the memory pool
@@ -43,13 +51,18 @@ already reuses buffers).
 import numpy as np
 
 from .backend import get_array_module, sliding_window_view
-from .layers import IM2COL_MAX_BYTES, BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU, _check_input
+from .layers import IM2COL_MAX_BYTES, BatchNorm2D, Conv2D, Dense, ImageCentering, MaxPool2D, ReLU, _check_input
 
 #: Largest im2col buffer per chunk on the CPU (see the module docstring); the GPU uses the memory cap.
 CPU_CHUNK_BYTES = 16 * 2**20
 
 #: Input bytes per block in the max-pool backward on the CPU (see maxpool_backward).
 POOL_CHUNK_BYTES = 2**20
+
+#: Per-channel arithmetic on the CPU runs on rows of this many values (see the module docstring), where a
+#: pixel's channels are fewer than SHORT_ROW (measured: from 128 channels on, widening gains nothing).
+ROW_VALUES = 512
+SHORT_ROW = 128
 
 _scratch = {}
 
@@ -254,6 +267,29 @@ def maxpool_backward(x, out, dout, max_bytes=None):
     ### END SOLUTION
 
 
+def pixels_per_row(pixels, C, xp):
+    """k, the pixels one row of the wide view holds (see the module docstring): k * C reaches ROW_VALUES, and k
+    divides ``pixels`` (a power of two). 1 on a GPU, whose kernels have no per-row loop, and from SHORT_ROW
+    channels on."""
+    k = 1
+    if xp is np and C < SHORT_ROW:
+        while k * C < ROW_VALUES and pixels % (2 * k) == 0:
+            k *= 2
+    return k
+
+
+def repeated(v, k):
+    """A (C,) vector repeated for the k pixels of a wide row: (k*C,)."""
+    return v if k == 1 else get_array_module(v).tile(v, k)
+
+
+def channel_sums(rows, C):
+    """(m/k, k*C) -> (C,): each channel's sum over every pixel of the wide rows, by BLAS."""
+    xp = get_array_module(rows)
+    sums = xp.ones(rows.shape[0], dtype=rows.dtype) @ rows  # (m/k,) @ (m/k, k*C) -> (k*C,)
+    return sums if sums.shape[0] == C else sums.reshape(-1, C).sum(axis=0)  # (k, C) -> (C,)
+
+
 def column_bytes(x):
     """The column-buffer size of a block: cache-sized on a CPU (faster), the memory cap on a GPU."""
     return min(IM2COL_MAX_BYTES, CPU_CHUNK_BYTES) if get_array_module(x) is np else IM2COL_MAX_BYTES
@@ -303,55 +339,57 @@ class FastMaxPool2D(MaxPool2D):
 
 
 class FastBatchNorm2D(BatchNorm2D):
-    """:class:`~tinyvgg.layers.BatchNorm2D` with column sums by BLAS and results written in place
-    of temporaries. Same cache: (xhat, inv_std, batch_stats)."""
+    """:class:`~tinyvgg.layers.BatchNorm2D` on wide rows (:func:`pixels_per_row`), with channel sums by
+    BLAS and results written in place of temporaries. Its cache is the reference's (xhat, inv_std,
+    batch_stats), xhat in the wide rows' shape (m/k, k*C)."""
 
     def forward(self, x, train=False):
         _check_input(self, x, 4, self.num_channels, "(N, H, W, C)")
-        # [part batchnorm] hint: the reference forward, with BLAS column sums and in-place updates
+        # [part batchnorm] hint: the reference forward, with BLAS column sums and in-place updates (the wide
+        # rows are optional: the tests hold you to the reference's numbers, not its speed)
         ### BEGIN SOLUTION
         xp = get_array_module(x)
         C = self.num_channels
-        x2 = x.reshape(-1, C)                                   # (N, H, W, C) -> (m, C)
-        m = x2.shape[0]
+        m = x.size // C                                         # pixels: values per channel
+        k = pixels_per_row(m, C, xp)
+        rows = x.reshape(m // k, k * C)                         # (N, H, W, C) -> (m/k, k*C): k pixels a row
         batch_stats = train and self.trainable
         if batch_stats:
-            ones = xp.ones(m, dtype=x.dtype)
-            mean = ones @ x2 / m                                # (m,) @ (m, C) -> (C,): column sums by BLAS
-            centred = x2 - mean                                 # (m, C)
-            var = ones @ (centred * centred) / m                # (C,), biased
+            mean = channel_sums(rows, C) / m                    # (C,)
+            centred = rows - repeated(mean, k)                  # (m/k, k*C) - (k*C,)
+            var = channel_sums(centred * centred, C) / m        # (C,), biased
             self.update_running_statistics(mean, var * (m / max(m - 1, 1)))
         else:
-            centred = x2 - self.buffers["running_mean"]
+            centred = rows - repeated(self.buffers["running_mean"], k)
             var = self.buffers["running_var"]
         inv_std = 1 / xp.sqrt(var + self.eps)                   # (C,)
         xhat = centred
-        xhat *= inv_std                                         # (m, C), in place of the centred values
-        out = xhat * self.params["gamma"]
-        out += self.params["beta"]
+        xhat *= repeated(inv_std, k)                            # (m/k, k*C), in place of the centred values
+        out = xhat * repeated(self.params["gamma"], k)
+        out += repeated(self.params["beta"], k)
         self.cache = (xhat, inv_std, batch_stats) if train else None
-        return out.reshape(x.shape)                             # (m, C) -> (N, H, W, C)
+        return out.reshape(x.shape)                             # (m/k, k*C) -> (N, H, W, C)
         ### END SOLUTION
 
     def backward(self, dout):
         xp = get_array_module(dout)
-        dout2 = dout.reshape(-1, self.num_channels)             # (N, H, W, C) -> (m, C)
         # [part batchnorm] hint: the reference backward, with BLAS column sums and in-place updates
         ### BEGIN SOLUTION
         xhat, inv_std, batch_stats = self.cache
-        m = dout2.shape[0]
-        ones = xp.ones(m, dtype=dout.dtype)
-        dbeta = ones @ dout2                                    # (m,) @ (m, C) -> (C,)
-        dgamma = ones @ (dout2 * xhat)                          # (C,)
+        C = self.num_channels
+        k, m = xhat.shape[1] // C, dout.size // C               # pixels a row, pixels
+        dout_rows = dout.reshape(xhat.shape)                    # (N, H, W, C) -> (m/k, k*C), as forward's rows
+        dbeta = channel_sums(dout_rows, C)                      # (C,)
+        dgamma = channel_sums(dout_rows * xhat, C)              # (C,)
         self.grads = {"gamma": dgamma, "beta": dbeta}
         scale = self.params["gamma"] * inv_std                  # (C,)
         if not batch_stats:
-            return (dout2 * scale).reshape(dout.shape)
-        dx = xhat * (dgamma / m)                                # (m, C): xhat * mean(dout * xhat)
-        dx += dbeta / m                                         #   + mean(dout)
-        xp.subtract(dout2, dx, out=dx)                          # dout - mean(dout) - xhat * mean(dout * xhat)
-        dx *= scale
-        return dx.reshape(dout.shape)                           # (m, C) -> (N, H, W, C)
+            return (dout_rows * repeated(scale, k)).reshape(dout.shape)
+        dx = xhat * repeated(dgamma / m, k)                     # (m/k, k*C): xhat * mean(dout * xhat)
+        dx += repeated(dbeta / m, k)                            #   + mean(dout)
+        xp.subtract(dout_rows, dx, out=dx)                      # dout - mean(dout) - xhat * mean(dout * xhat)
+        dx *= repeated(scale, k)
+        return dx.reshape(dout.shape)                           # (m/k, k*C) -> (N, H, W, C)
         ### END SOLUTION
 
 
@@ -390,6 +428,32 @@ class FastReLU(ReLU):
         ### END SOLUTION
 
 
+class FastImageCentering(ImageCentering):
+    """:class:`~tinyvgg.layers.ImageCentering` with each image's mean colour by BLAS and the subtraction on
+    wide rows: 10x faster at three channels (on a GPU, the reference's own arithmetic)."""
+
+    def forward(self, x, train=False):
+        if x.ndim != 4:
+            return super().forward(x, train)  # its sentence
+        return centre_each_image(x)
+
+    def backward(self, dout):
+        return centre_each_image(dout)  # the map is its own transpose
+
+
+def centre_each_image(x):
+    """x minus each image's own mean over its pixels, channel by channel: ImageCentering's map."""
+    xp = get_array_module(x)
+    if xp is not np:
+        return x - x.mean(axis=(1, 2), keepdims=True)               # (N, H, W, C) - (N, 1, 1, C)
+    N, H, W, C = x.shape
+    M = H * W
+    mean = xp.full(M, 1 / M, dtype=x.dtype) @ x.reshape(N, M, C)   # (M,) @ (N, M, C) -> (N, C)
+    k = pixels_per_row(M, C, xp)
+    rows = x.reshape(N, M // k, k * C)                              # k pixels a row
+    return (rows - xp.tile(mean, k)[:, None, :]).reshape(x.shape)   # (N, M/k, k*C) - (N, 1, k*C)
+
+
 #: The fast class of each reference class that has one (the model builder's table).
 FAST_CLASSES = {Conv2D: FastConv2D, MaxPool2D: FastMaxPool2D, BatchNorm2D: FastBatchNorm2D, Dense: FastDense,
-                ReLU: FastReLU}
+                ReLU: FastReLU, ImageCentering: FastImageCentering}

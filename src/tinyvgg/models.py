@@ -269,7 +269,7 @@ def layer_classes(kernels):
     kernels = DEFAULT_KERNELS if kernels is None else kernels
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}.")
-    reference = {cls: cls for cls in (Conv2D, MaxPool2D, BatchNorm2D, Dense, ReLU)}
+    reference = {cls: cls for cls in (Conv2D, MaxPool2D, BatchNorm2D, Dense, ReLU, ImageCentering)}
     return {**reference, **fastconv.FAST_CLASSES} if kernels == "fast" else reference
 
 
@@ -320,7 +320,7 @@ def vgg(depth="vgg16", num_classes=1000, input_shape=(224, 224, 3), width=1.0, f
     rng = np.random.default_rng(seed) if rng is None else rng
     cls = layer_classes(kernels)
     conv, bn, relu, pool, dense = cls[Conv2D], cls[BatchNorm2D], cls[ReLU], cls[MaxPool2D], cls[Dense]
-    layers, channels = [("centering", ImageCentering())] if center_images else [], C
+    layers, channels = [("centering", cls[ImageCentering]())] if center_images else [], C
     for block, (repeats, base) in enumerate(zip(VGG_CONFIGS[depth], BLOCK_CHANNELS), start=1):
         out_channels = max(1, round(base * width))
         for i in range(1, repeats + 1):
