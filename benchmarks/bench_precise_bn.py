@@ -17,6 +17,12 @@ It also times the precise pass against the epoch. Run::
     python benchmarks/bench_precise_bn.py shapes [EPOCHS]   # 150 shapes (15 a class), 300 validation
     python benchmarks/bench_precise_bn.py glyphs [EPOCHS]   # the same with the built-in digits
     python benchmarks/bench_precise_bn.py large [EPOCHS]    # the default run's 6000 shapes, 1000 validation
+    python benchmarks/bench_precise_bn.py sizes [EPOCHS]    # how many images the precise pass needs
+
+``sizes`` trains the network `python -m tinyvgg.train` builds, on its data, and after every epoch
+recomputes the statistics over samples of 256, 512, 1024 and all 6000 training images (train.py's
+fixed shuffled order, its batch size): validation loss and accuracy with each, and how far each
+sample's statistics are from the whole set's (the same measure as the skip check).
 """
 import sys
 import time
@@ -28,6 +34,8 @@ from tinyvgg.models import build_model
 from tinyvgg.optim import FastSGD, LinearWarmup, ReduceLROnPlateau
 from tinyvgg.training import Trainer, evaluate_model
 from tinyvgg.training.precise_bn import batch_norm_layers, disagreement, recompute_batch_norm_statistics
+
+SAMPLE_SIZES = (256, 512, 1024, None)  # None: every training image
 
 
 def track_bias_corrected(layer):
@@ -106,5 +114,55 @@ def main(which="small", epochs=None):
               flush=True)
 
 
+def statistics(layers):
+    return [(layer.buffers["running_mean"].copy(), layer.buffers["running_var"].copy()) for layer in layers]
+
+
+def set_statistics(layers, stats):
+    for layer, (mean, var) in zip(layers, stats):
+        layer.buffers["running_mean"][...], layer.buffers["running_var"][...] = mean, var
+
+
+def sizes(epochs=None):
+    """Validation with precise statistics over samples of SAMPLE_SIZES images, after every epoch of the default run."""
+    from tinyvgg.train import CENTERING, HEAD_INITS
+    epochs = int(epochs or 10)
+    train_set, val_set = open_dataset("shapes", 32, seed=0)
+    mean, std = train_set.channel_stats()
+    rng = np.random.default_rng(0)
+    model = build_model(dict(depth="vgg16", num_classes=10, input_shape=(32, 32, 3), width=0.25, fc_units=256,
+                             dropout=0.0, include_top=True, init="he_normal", batch_norm=True, **HEAD_INITS["he"],
+                             **CENTERING), rng=rng, kernels="fast")
+    layers = batch_norm_layers(model)
+    optimizer = FastSGD(model.named_params(trainable_only=True), lr=0.02, momentum=0.9, weight_decay=5e-4)
+    loader = BatchLoader(train_set, 64, mean, std, shuffle=True, rng=rng)
+    val_loader = BatchLoader(val_set, 256, mean, std)
+    trainer = Trainer(model, optimizer, rng, ReduceLROnPlateau(optimizer, factor=0.1, patience=2), progress=False,
+                      warmup=LinearWarmup(optimizer, len(loader)))
+    order = np.random.default_rng(0).permutation(len(train_set))  # train.precise_bn_batches's sample
+    names = [str(n or len(train_set)) for n in SAMPLE_SIZES]
+    print(f"default run's data and network: {len(train_set)} training, {len(val_set)} validation images")
+    print("epoch  running: loss acc  " + "  ".join(f"{n}: loss acc off" for n in names) + "  (off: from all images')")
+    for epoch in range(1, epochs + 1):
+        trainer.fit(loader, None, epochs=epoch)
+        running = statistics(layers)
+        val = evaluate_model(model, val_loader)
+        row = [f"{epoch:5d}  {val['loss']:.4f} {val['accuracy']:.3f}"]
+        results = {}
+        for n in SAMPLE_SIZES:
+            sample = Subset(train_set, order[:n])
+            recompute_batch_norm_statistics(model, BatchLoader(sample, 64, mean, std))
+            results[n] = (statistics(layers), evaluate_model(model, val_loader))
+        whole = results[None][0]
+        for n in SAMPLE_SIZES:
+            stats, val = results[n]
+            row.append(f"{val['loss']:.4f} {val['accuracy']:.3f} {disagreement(stats, whole):.3f}")
+        print("  ".join(row), flush=True)
+        set_statistics(layers, running)  # training goes on from its own averages
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1:2] == ["sizes"]:
+        sizes(*sys.argv[2:3])
+    else:
+        main(*sys.argv[1:3])

@@ -82,7 +82,7 @@ def test_a_new_learning_rate_and_precise_bn_are_applied_and_said(finished, tmp_p
                  "--precise-bn", "64")
     assert result.returncode == 0, result.stderr
     assert "--lr 0.005 replaces the run's 0.02 from the next step on" in result.stdout
-    assert "--precise-bn 64 replaces the run's 1024" in result.stdout
+    assert "--precise-bn 64 replaces the run's 512" in result.stdout
     last = checkpoint.load(str(tmp_path / "B" / "last.npz"))
     assert last.meta["optimizer"]["scalars"]["lr"] == 0.005 and last.meta["args"]["lr"] == 0.005
     assert last.meta["args"]["precise_bn"] == 64
