@@ -104,4 +104,4 @@ class CurvesPlot:
 
     def on_epoch_end(self, trainer, logs):
         from ..plots import plot_history, save_figure
-        save_figure(plot_history(trainer.history), self.path)
+        save_figure(plot_history(trainer.history), self.path, tight=False)  # fixed margins: one drawing
