@@ -220,3 +220,13 @@ def test_wide_rows_give_the_reference_numbers_at_any_shape(N, H, W, C, trainable
                                           (16, 7, 1), (128, 1024, 1)])
 def test_a_wide_row_holds_at_least_512_values_where_the_pixels_allow(C, pixels, k):
     assert fastconv.pixels_per_row(pixels, C, np) == k
+
+
+@pytest.mark.parametrize("layer, shape", [(FastBatchNorm2D(4, dtype=np.float64), (2, 8, 8, 4)),   # 128 pixels a row
+                                          (FastImageCentering(), (2, 8, 8, 3))],                  # 64 pixels a row
+                         ids=["batchnorm", "centering"])
+def test_wide_row_layers_pass_the_gradient_check(layer, shape):
+    """dL/dx and every parameter's gradient against central differences, in float64, with rows of many pixels."""
+    assert fastconv.pixels_per_row(shape[1] * shape[2] * (shape[0] if layer.params else 1), shape[3], np) >= 64
+    x = np.random.default_rng(4).standard_normal(shape)
+    assert max(check_layer(layer, x).values()) < 1e-6
