@@ -279,7 +279,7 @@ def pixels_per_row(pixels, C, xp):
 
 
 def repeated(v, k):
-    """A (C,) vector repeated for the k pixels of a wide row: (k*C,)."""
+    """A (C,) vector repeated for the k pixels of a wide row: (k*C,) (for each row of an (N, C) array: (N, k*C))."""
     return v if k == 1 else get_array_module(v).tile(v, k)
 
 
@@ -451,7 +451,7 @@ def centre_each_image(x):
     mean = xp.full(M, 1 / M, dtype=x.dtype) @ x.reshape(N, M, C)   # (M,) @ (N, M, C) -> (N, C)
     k = pixels_per_row(M, C, xp)
     rows = x.reshape(N, M // k, k * C)                              # k pixels a row
-    return (rows - xp.tile(mean, k)[:, None, :]).reshape(x.shape)   # (N, M/k, k*C) - (N, 1, k*C)
+    return (rows - repeated(mean, k)[:, None, :]).reshape(x.shape)  # (N, M/k, k*C) - (N, 1, k*C)
 
 
 #: The fast class of each reference class that has one (the model builder's table).
