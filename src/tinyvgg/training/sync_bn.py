@@ -9,7 +9,7 @@ batch normalization of lesson 10, which :class:`SyncBatchNorm2D` inherits for ev
 :func:`~tinyvgg.training.parallel.prepare_model_for_ranks` swaps them in before the optimizer is built.
 """
 from ..backend import get_array_module
-from ..fastconv import FastBatchNorm2D
+from ..fastconv import FastBatchNorm2D, channel_sums
 from ..layers import BatchNorm2D
 
 
@@ -92,5 +92,4 @@ class FastSyncBatchNorm2D(SyncBatchNorm2D, FastBatchNorm2D):
     fast layer's own forward and backward (next in the method order)."""
 
     def column_sums(self, a):
-        xp = get_array_module(a)
-        return xp.ones(a.shape[0], dtype=a.dtype) @ a          # (m,) @ (m, C) -> (C,)
+        return channel_sums(a, self.num_channels)               # (m,) @ (m, C) -> (C,), the fast layer's own
